@@ -1,0 +1,1 @@
+"""chat.assigned, chat.message, chat.transferred and chat.ended (registered with the intake)."""

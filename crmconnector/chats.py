@@ -1,0 +1,123 @@
+"""chat.started: match the consumer, decide the screen pop, and record the chat.
+
+The match is the one CRM call made inside a callback; when the CRM cannot answer, the chat is
+stored anyway, the response says the match is pending, and the outbox matches it later.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from sqlalchemy import Connection, select
+
+from crmconnector import console
+from crmconnector.crm.base import CRMBackend, Record
+from crmconnector.crm.errors import CRMAuthError, RetryableCRMError
+from crmconnector.events import ChatStarted, Envelope
+from crmconnector.intake import EventContext, Outcome, handles
+from crmconnector.matching import MatchResult, international, match_number, try_normalize
+from crmconnector.preferences import pop_settings
+from crmconnector.screenpop import PopSettings, ScreenPop, decide
+from crmconnector.screenpop.decide import Links, record_pop
+from crmconnector.settings import Settings
+from crmconnector.store import chats, utcnow
+from crmconnector.sync.outbox import enqueue
+
+
+@dataclass
+class MatchedPop:
+    match: MatchResult
+    pop: ScreenPop
+
+
+def links_for(crm: CRMBackend, settings: Settings) -> Links:
+    return Links(crm.record_url, crm.new_record_url, lambda chat_id: f"{settings.base_url}/agent/chats/{chat_id}")
+
+
+def new_record_fields(object_name: str, e164: str, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Fields for a record created for an unknown consumer: the phone, and placeholders for what
+    the CRM requires that an SMS does not tell us."""
+    label = f"SMS {international(e164)}"
+    defaults: dict[str, dict[str, Any]] = {
+        "Contact": {"LastName": label, "Phone": e164},
+        "Lead": {"LastName": label, "Company": "Unknown", "Phone": e164},
+        "Account": {"Name": label, "Phone": e164},
+        "Case": {"Subject": f"SMS from {international(e164)}", "SuppliedPhone": e164, "Origin": "Phone"},
+    }
+    fields = dict(defaults[object_name])
+    fields.update({k: v for k, v in (given or {}).items() if v not in (None, "")})
+    return fields
+
+
+def match_and_pop(crm: CRMBackend, settings: Settings, prefs: PopSettings, chat_id: str, number: str) -> MatchedPop:
+    """Match the number and decide the pop; for `create_record`, create the record and pop it."""
+    match = match_number(crm, number, region=settings.default_region, object_order=prefs.object_order)
+    links = links_for(crm, settings)
+    pop = decide(match, prefs, links, chat_id)
+    if match.outcome == "none" and prefs.none == "create_record":
+        obj = prefs.new_record_object
+        record_id = crm.create(obj, new_record_fields(obj, number))
+        created = crm.get(obj, record_id) or Record(obj, record_id, "")
+        pop = record_pop(created, links)
+    return MatchedPop(match, pop)
+
+
+def matched_record_json(record: Record, number: str, crm: CRMBackend, region: str) -> dict[str, Any]:
+    """A match as the callback response and the console show it, with the phone as the CRM holds it."""
+    phone = next((p for p in record.phones() if try_normalize(p, region) == number), None)
+    return {"object": record.object, "id": record.id, "name": record.name, "phone": phone,
+            "url": crm.record_url(record.object, record.id)}
+
+
+def _prepare(context: EventContext, data: ChatStarted) -> MatchedPop | None:
+    prefs = pop_settings(context.engine)
+    try:
+        return match_and_pop(context.crm, context.settings, prefs, data.chat.id, data.chat.consumer_number)
+    except (RetryableCRMError, CRMAuthError):
+        return None  # matched later by the outbox; the event is still accepted
+
+
+def _linked_json(record: Record | None) -> dict[str, str] | None:
+    return {"object": record.object, "id": record.id} if record else None
+
+
+@handles("chat.started", prepare=_prepare)
+def apply_started(context: EventContext, conn: Connection, envelope: Envelope, data: ChatStarted,
+                  prepared: MatchedPop | None) -> Outcome:
+    chat = data.chat
+    values: dict[str, Any] = {
+        "started": True, "direction": chat.direction, "consumer_number": chat.consumer_number,
+        "business_number": chat.business_number, "queue_id": chat.queue.id if chat.queue else None,
+        "queue_name": chat.queue.name if chat.queue else None, "lang": chat.lang,
+        "created_at": chat.created_at or envelope.occurred_at or utcnow(), "updated_at": utcnow(),
+    }
+    body: dict[str, Any] = {"chat_id": chat.id}
+    if prepared is None:
+        values.update(match_outcome="pending", match_records=[], screen_pop=None)
+        body.update(match=None, screen_pop=None, linked_record=None,
+                    crm_status="unavailable: the match will be made when the CRM answers")
+    else:
+        records = [matched_record_json(r, chat.consumer_number, context.crm, context.settings.default_region)
+                   for r in prepared.match.records]
+        linked = prepared.pop.linked
+        values.update(match_outcome=prepared.match.outcome, match_records=records,
+                      screen_pop=prepared.pop.as_json(),
+                      linked_object=linked.object if linked else None, linked_id=linked.id if linked else None)
+        body.update(match={"outcome": prepared.match.outcome, "consumer_number": chat.consumer_number,
+                           "records": records},
+                    screen_pop=prepared.pop.as_json(), linked_record=_linked_json(linked))
+    existing = conn.execute(select(chats).where(chats.c.id == chat.id)).mappings().first()
+    if existing is None:
+        conn.execute(chats.insert().values(id=chat.id, **values))
+    else:
+        if existing["linked_id"]:  # an agent already chose a record: keep their choice
+            values.pop("linked_object", None)
+            values.pop("linked_id", None)
+        conn.execute(chats.update().where(chats.c.id == chat.id).values(**values))
+    if prepared is None:
+        enqueue(conn, "match", chat.id)
+    if existing is not None and existing["ended_at"] is not None:
+        enqueue(conn, "chat_log", chat.id)
+    if existing is not None and existing["agent_email"]:
+        console.publish(conn, existing["agent_email"], chat.id, "pop", {"chat_id": chat.id})
+    return Outcome(200, body)

@@ -1,0 +1,219 @@
+"""The `crmconnector` command: serve, check, import, agents, jobs, outbox."""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+
+from crmconnector.settings import Settings, SettingsError
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        click.echo(f"crmconnector: {exc}", err=True)
+        sys.exit(2)
+    if overrides:
+        from dataclasses import replace
+
+        settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    return settings
+
+
+def open_runtime(settings: Settings) -> Any:
+    from crmconnector.runtime import Runtime
+
+    return Runtime(settings)
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
+def main(verbose: bool) -> None:
+    """Connects an SMS contact-center platform to a Salesforce-style CRM."""
+    from crmconnector.logs import configure
+
+    configure(logging.DEBUG if verbose else logging.INFO)
+
+
+@main.command()
+@click.option("--host", default=None, help="Listen address (CRMCONNECTOR_HOST).")
+@click.option("--port", type=int, default=None, help="Listen port (CRMCONNECTOR_PORT).")
+@click.option("--threads", type=int, default=32, show_default=True, help="Request threads.")
+def serve(host: str | None, port: int | None, threads: int) -> None:
+    """Run the connector: callbacks, agent console, admin pages, outbox worker and scheduler."""
+    import waitress
+
+    from webapp import create_app
+
+    settings = load_settings(host=host, port=port)
+    runtime = open_runtime(settings)
+    app = create_app(runtime=runtime, background=True)
+    _print_welcome(settings)
+    try:
+        waitress.serve(app, host=settings.host, port=settings.port, threads=threads, ident="crmconnector",
+                       channel_timeout=3600, _quiet=True)
+    finally:
+        runtime.close()
+
+
+def _print_welcome(settings: Settings) -> None:
+    base = settings.base_url
+    click.echo(f"crmconnector is listening on {base} (CRM: {settings.crm}, database: {_safe_url(settings)})")
+    click.echo(f"  Agent console:   {base}/agent   (sign-in links: crmconnector agents add EMAIL)")
+    click.echo(f"  Admin pages:     {base}/admin   (sign in with the admin token)")
+    click.echo(f"  Callback URL:    {base}/callbacks/events")
+    click.echo(f"  API description: {base}/openapi.json")
+    if "admin_token" in settings.generated:
+        click.echo(f"  Admin token (generated, shown once): {settings.admin_token}")
+    if "callback_secret" in settings.generated:
+        click.echo(f"  Callback secret (generated, shown once): {settings.callback_secrets[0]}")
+    if not settings.generated and (not _env_has("CRMCONNECTOR_ADMIN_TOKEN")
+                                   or not _env_has("CRMCONNECTOR_CALLBACK_SECRETS")):
+        click.echo(f"  Admin token and callback secret: in {settings.secrets_file.resolve()} (owner-only)")
+
+
+def _env_has(name: str) -> bool:
+    import os
+
+    return bool(os.environ.get(name))
+
+
+def _safe_url(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.database_url).render_as_string(hide_password=True)
+
+
+@main.command()
+def check() -> None:
+    """Verify CRM credentials and object/field access; exit 1 on any problem."""
+    settings = load_settings()
+    from crmconnector.crm import make_backend
+    from crmconnector.crm.errors import CRMError
+    from crmconnector.store import make_engine, migrate
+
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    crm = make_backend(settings, engine)
+    try:
+        lines = crm.check()
+    except CRMError as exc:
+        click.echo(f"FAIL  CRM connection: {exc}")
+        sys.exit(1)
+    for line in lines:
+        click.echo(f"{'ok  ' if line.ok else 'FAIL'}  {line.what}" + (f": {line.detail}" if line.detail else ""))
+    failed = sum(not line.ok for line in lines)
+    click.echo(f"{len(lines) - failed} ok, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+@main.command(name="import")
+@click.argument("object_name")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--batch-size", type=int, default=5000, show_default=True)
+def import_csv(object_name: str, csv_file: str, batch_size: int) -> None:
+    """Load records into the local CRM from a CSV whose header is field API names."""
+    from crmconnector.crm.importer import import_file
+
+    settings = load_settings()
+    runtime = open_runtime(settings)
+    try:
+        report = import_file(runtime.crm, object_name, csv_file, batch_size=batch_size)
+    finally:
+        runtime.close()
+    for problem in report.problems[:200]:
+        click.echo(f"line {problem.line}: {problem.reason}", err=True)
+    if len(report.problems) > 200:
+        click.echo(f"... and {len(report.problems) - 200} more bad rows", err=True)
+    click.echo(f"imported {report.imported} {object_name} records; {len(report.problems)} bad rows skipped")
+    sys.exit(1 if report.fatal else 0)
+
+
+@main.group()
+def agents() -> None:
+    """Agents of the console."""
+
+
+@agents.command(name="add")
+@click.argument("email")
+@click.option("--name", default=None, help="The agent's display name.")
+def agents_add(email: str, name: str | None) -> None:
+    """Add (or update) an agent and print their console sign-in link."""
+    from crmconnector.agents import InvalidAgent, add_agent, sign_in_link
+
+    settings = load_settings()
+    runtime = open_runtime(settings)
+    try:
+        agent = add_agent(runtime.engine, email, name)
+        link = sign_in_link(runtime.engine, settings, agent)
+    except InvalidAgent as exc:
+        click.echo(f"crmconnector: {exc}", err=True)
+        sys.exit(2)
+    finally:
+        runtime.close()
+    click.echo(f"Agent {agent.email}" + (f" ({agent.name})" if agent.name else ""))
+    click.echo(f"Sign-in link (one use, valid 24 hours): {link}")
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def jobs(ctx: click.Context) -> None:
+    """Scheduled jobs: their last and next runs (`jobs run NAME` runs one now)."""
+    if ctx.invoked_subcommand is None:
+        from crmconnector.sync.jobs_report import print_jobs
+
+        runtime = open_runtime(load_settings())
+        try:
+            print_jobs(runtime, click.echo)
+        finally:
+            runtime.close()
+
+
+@jobs.command(name="run")
+@click.argument("name", type=click.Choice(["abandoned-tickets"]))
+def jobs_run(name: str) -> None:
+    """Run a scheduled job once, now."""
+    from crmconnector.sync.abandoned import run_abandoned_tickets
+
+    runtime = open_runtime(load_settings())
+    try:
+        result = run_abandoned_tickets(runtime)
+    finally:
+        runtime.close()
+    click.echo(result.summary())
+    sys.exit(1 if result.failed else 0)
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def outbox(ctx: click.Context) -> None:
+    """Outbox counts: pending and failed CRM writes (`outbox retry` re-queues failed ones)."""
+    if ctx.invoked_subcommand is None:
+        from crmconnector.sync.worker import outbox_counts
+
+        runtime = open_runtime(load_settings())
+        try:
+            counts = outbox_counts(runtime.engine)
+        finally:
+            runtime.close()
+        click.echo(f"pending: {counts['pending']}  failed: {counts['failed']}  done: {counts['done']}")
+
+
+@outbox.command(name="retry")
+def outbox_retry() -> None:
+    """Re-queue every failed outbox item."""
+    from crmconnector.sync.worker import retry_failed
+
+    runtime = open_runtime(load_settings())
+    try:
+        count = retry_failed(runtime.engine)
+    finally:
+        runtime.close()
+    click.echo(f"re-queued {count} failed item(s)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,358 @@
+"""LocalCRM: the embedded CRM in the connector's own database, with Salesforce's rules.
+
+It keeps the same semantics as Salesforce where the connector relies on them: 18-character ids with
+key prefixes, required fields, text limits, picklists, and the Task WhoId/WhatId rules, so that most
+tests can run against a real database instead of a fake.
+"""
+from __future__ import annotations
+
+import base64
+from datetime import date, datetime
+from typing import Any, Iterable, Mapping, Sequence
+from urllib.parse import urlencode
+
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.exc import OperationalError
+
+from crmconnector.crm import ids
+from crmconnector.crm.base import CheckLine, CreateResult, FileUpload, Record, UpsertResult
+from crmconnector.crm.errors import CRMNotFound, CRMRejected, RetryableCRMError
+from crmconnector.crm.local_schema import TABLES, phone_index
+from crmconnector.crm.objects import OBJECTS, PHONE_FIELDS, FieldSpec, display_name
+from crmconnector.matching.phone import try_normalize
+from crmconnector.store import crm_blobs, reading, utcnow
+
+FILE_KEY_PREFIX = "crmconnector-key:"
+_TRUE = {"true", "1", "yes", "y", "t"}
+_FALSE = {"false", "0", "no", "n", "f", ""}
+
+
+class LocalCRM:
+    """The embedded CRM (Account, Contact, Lead, Case, Task, ContentVersion) on SQLAlchemy."""
+
+    name = "local"
+
+    def __init__(self, engine: Engine, *, base_url: str = "", region: str = "US"):
+        self.engine = engine
+        self.base_url = base_url.rstrip("/")
+        self.region = region
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def find_by_phone(self, numbers: Sequence[str], objects: Sequence[str]) -> list[Record]:
+        if not numbers:
+            return []
+        with self._read() as conn:
+            hits = conn.execute(
+                select(phone_index.c.object, phone_index.c.record_id)
+                .where(phone_index.c.e164.in_(list(numbers)), phone_index.c.object.in_(list(objects)))
+            ).all()
+            by_object: dict[str, set[str]] = {}
+            for obj, rid in hits:
+                by_object.setdefault(obj, set()).add(rid)
+            records: list[Record] = []
+            for obj, rids in by_object.items():
+                table = TABLES[obj]
+                rows = conn.execute(select(table).where(table.c.Id.in_(sorted(rids)))).mappings().all()
+                records.extend(self._record(obj, row) for row in rows)
+        return records
+
+    def get(self, object_name: str, record_id: str) -> Record | None:
+        table = self._table(object_name)
+        with self._read() as conn:
+            row = conn.execute(select(table).where(table.c.Id == record_id)).mappings().first()
+        return self._record(object_name, row) if row else None
+
+    def find(self, object_name: str, field_name: str, values: Iterable[str]) -> list[Record]:
+        table = self._table(object_name)
+        if field_name != "Id" and field_name not in table.c:
+            raise CRMRejected(f"No such column '{field_name}' on entity '{object_name}'", code="INVALID_FIELD")
+        wanted = list(values)
+        if not wanted:
+            return []
+        with self._read() as conn:
+            rows = conn.execute(select(table).where(table.c[field_name].in_(wanted))
+                                .order_by(table.c.CreatedDate, table.c.Id)).mappings().all()
+        return [self._record(object_name, row) for row in rows]
+
+    def query(self, object_name: str, equals: Mapping[str, str], limit: int = 200) -> list[Record]:
+        """Records whose fields equal the given values (the read-only API), newest first."""
+        table = self._table(object_name)
+        stmt = select(table)
+        for name, value in equals.items():
+            if name not in table.c:
+                raise CRMRejected(f"No such column '{name}' on entity '{object_name}'", code="INVALID_FIELD")
+            column = table.c[name]
+            stmt = stmt.where(column == self._coerce(object_name, _spec_or_string(object_name, name), value))
+        stmt = stmt.order_by(table.c.LastModifiedDate.desc(), table.c.Id).limit(limit)
+        with self._read() as conn:
+            rows = conn.execute(stmt).mappings().all()
+        return [self._record(object_name, row) for row in rows]
+
+    def file_data(self, content_version_id: str) -> bytes | None:
+        with self._read() as conn:
+            return conn.execute(select(crm_blobs.c.data).where(crm_blobs.c.id == content_version_id)).scalar()
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def create(self, object_name: str, fields: Mapping[str, Any]) -> str:
+        with self._write() as conn:
+            return self._insert(conn, object_name, fields)
+
+    def create_many(self, object_name: str, rows: Sequence[Mapping[str, Any]]) -> list[CreateResult]:
+        results = []
+        for fields in rows:
+            try:
+                results.append(CreateResult(id=self.create(object_name, fields)))
+            except CRMRejected as exc:
+                results.append(CreateResult(error=str(exc)))
+        return results
+
+    def update(self, object_name: str, record_id: str, fields: Mapping[str, Any]) -> None:
+        table = self._table(object_name)
+        with self._write() as conn:
+            current = conn.execute(select(table).where(table.c.Id == record_id)).mappings().first()
+            if current is None:
+                raise CRMNotFound(f"{object_name} {record_id} does not exist", code="ENTITY_IS_DELETED")
+            values = self._validated(conn, object_name, fields, partial=True, current=dict(current))
+            values["LastModifiedDate"] = utcnow()
+            conn.execute(update(table).where(table.c.Id == record_id).values(**values))
+            self._index_phones(conn, object_name, record_id, {**dict(current), **values})
+
+    def upsert_with_files(self, object_name: str, key_field: str, fields: Mapping[str, Any],
+                          files: Sequence[FileUpload] = ()) -> UpsertResult:
+        table = self._table(object_name)
+        with self._write() as conn:
+            existing = conn.execute(select(table.c.Id).where(table.c[key_field] == fields[key_field])
+                                    .order_by(table.c.CreatedDate, table.c.Id)).scalar()
+            if existing is None:
+                record_id, created = self._insert(conn, object_name, fields), True
+            else:
+                record_id, created = existing, False
+                values = self._validated(conn, object_name, fields, partial=True)
+                values["LastModifiedDate"] = utcnow()
+                conn.execute(update(table).where(table.c.Id == record_id).values(**values))
+            file_ids = self._attach(conn, record_id, files)
+        return UpsertResult(id=record_id, created=created, file_ids=file_ids)
+
+    def _attach(self, conn: Any, parent_id: str, files: Sequence[FileUpload]) -> dict[str, str]:
+        cv = TABLES["ContentVersion"]
+        have = {row.Description[len(FILE_KEY_PREFIX):]: row.Id for row in conn.execute(
+            select(cv.c.Id, cv.c.Description).where(cv.c.FirstPublishLocationId == parent_id))
+            if (row.Description or "").startswith(FILE_KEY_PREFIX)}
+        for upload in files:
+            if upload.key not in have:
+                have[upload.key] = self._insert(conn, "ContentVersion", {
+                    "Title": upload.filename, "PathOnClient": upload.filename,
+                    "VersionData": base64.b64encode(upload.data).decode(),
+                    "FirstPublishLocationId": parent_id,
+                    "Description": FILE_KEY_PREFIX + upload.key,
+                })
+        return {f.key: have[f.key] for f in files}
+
+    def _insert(self, conn: Any, object_name: str, fields: Mapping[str, Any]) -> str:
+        table = self._table(object_name)
+        values = self._validated(conn, object_name, fields, partial=False)
+        record_id = ids.new_id(object_name)
+        now = utcnow()
+        if object_name == "ContentVersion":
+            data = base64.b64decode(values.pop("VersionData"))
+            values["ContentDocumentId"] = ids.new_id("ContentDocument")
+            values["ContentSize"] = len(data)
+            values["FileExtension"] = (values["PathOnClient"].rpartition(".")[2].lower()
+                                       if "." in values["PathOnClient"] else None)
+            conn.execute(insert(crm_blobs).values(id=record_id, data=data))
+        conn.execute(insert(table).values(Id=record_id, CreatedDate=now, LastModifiedDate=now, **values))
+        self._index_phones(conn, object_name, record_id, values)
+        return record_id
+
+    def bulk_load(self, object_name: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert many already-validated rows at once (CSV import, benchmarks)."""
+        table = self._table(object_name)
+        now = utcnow()
+        records, phones = [], []
+        for fields in rows:
+            record_id = fields.get("Id") or ids.new_id(object_name)
+            record = {"Id": record_id, "CreatedDate": now, "LastModifiedDate": fields.get("LastModifiedDate", now),
+                      **{k: v for k, v in fields.items() if k not in ("Id", "LastModifiedDate")}}
+            records.append(record)
+            phones.extend(self._phone_rows(object_name, record_id, record))
+        with self._write() as conn:
+            if records:
+                conn.execute(insert(table), records)
+            if phones:
+                conn.execute(insert(phone_index), phones)
+
+    def validate(self, object_name: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """The row as it would be stored, or CRMRejected with Salesforce's error code."""
+        with self._read() as conn:
+            return self._validated(conn, object_name, fields, partial=False)
+
+    # -- links, health ---------------------------------------------------------------------------
+
+    def record_url(self, object_name: str, record_id: str) -> str:
+        return f"{self.base_url}/crm/{object_name}/{record_id}"
+
+    def new_record_url(self, object_name: str, defaults: Mapping[str, str]) -> str:
+        query = f"?{urlencode(dict(defaults))}" if defaults else ""
+        return f"{self.base_url}/crm/{object_name}/new{query}"
+
+    def ping(self) -> None:
+        with self._read() as conn:
+            conn.execute(select(TABLES["Account"].c.Id).limit(1)).all()
+
+    def check(self) -> list[CheckLine]:
+        try:
+            self.ping()
+        except RetryableCRMError as exc:
+            return [CheckLine(False, "local CRM database", str(exc))]
+        lines = [CheckLine(True, "local CRM database", str(self.engine.url.render_as_string(hide_password=True)))]
+        for name in OBJECTS:
+            written = [s.name for s in OBJECTS[name] if s.writes]
+            lines.append(CheckLine(True, f"{name}: create and read", ", ".join(written)))
+        return lines
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _table(self, object_name: str) -> Any:
+        try:
+            return TABLES[object_name]
+        except KeyError:
+            raise CRMRejected(f"sObject type '{object_name}' is not supported", code="INVALID_TYPE") from None
+
+    def _read(self) -> Any:
+        try:
+            return _Guard(reading(self.engine), write=False)
+        except OperationalError as exc:  # pragma: no cover - connection refused at checkout
+            raise RetryableCRMError(f"local CRM database unavailable: {exc.orig}") from exc
+
+    def _write(self) -> Any:
+        return _Guard(self.engine.begin(), write=True)
+
+    def _record(self, object_name: str, row: Mapping[str, Any]) -> Record:
+        fields = {k: (v.isoformat() if isinstance(v, (date, datetime)) else v) for k, v in row.items()}
+        fields["Name"] = display_name(object_name, fields)
+        return Record(object=object_name, id=row["Id"], name=fields["Name"], fields=fields,
+                      last_modified=row["LastModifiedDate"])
+
+    def _index_phones(self, conn: Any, object_name: str, record_id: str, values: Mapping[str, Any]) -> None:
+        if object_name not in PHONE_FIELDS:
+            return
+        conn.execute(phone_index.delete().where(phone_index.c.object == object_name,
+                                                phone_index.c.record_id == record_id))
+        rows = self._phone_rows(object_name, record_id, values)
+        if rows:
+            conn.execute(insert(phone_index), rows)
+
+    def _phone_rows(self, object_name: str, record_id: str, values: Mapping[str, Any]) -> list[dict[str, str]]:
+        rows = []
+        for field_name in PHONE_FIELDS.get(object_name, ()):
+            e164 = try_normalize(values.get(field_name), self.region)
+            if e164:
+                rows.append({"object": object_name, "record_id": record_id, "field": field_name, "e164": e164})
+        return rows
+
+    def _validated(self, conn: Any, object_name: str, fields: Mapping[str, Any], *, partial: bool,
+                   current: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        specs = {s.name: s for s in OBJECTS[object_name]}
+        values: dict[str, Any] = {}
+        for name, raw in fields.items():
+            if name in ("Id", "CreatedDate", "LastModifiedDate") or (name == "Name" and name not in specs):
+                continue  # system fields, and the Name that Contact and Lead compose
+            spec = specs.get(name)
+            if spec is None:
+                raise CRMRejected(f"No such column '{name}' on sobject of type {object_name}", code="INVALID_FIELD")
+            values[name] = self._coerce(object_name, spec, raw)
+        if not partial:
+            for spec in specs.values():
+                if values.get(spec.name) in (None, "") and spec.default is not None:
+                    values[spec.name] = spec.default
+        merged = {**(current or {}), **values}
+        for spec in specs.values():
+            if spec.required and (not partial or spec.name in values) and merged.get(spec.name) in (None, ""):
+                raise CRMRejected(f"Required fields are missing: [{spec.name}]", code="REQUIRED_FIELD_MISSING")
+        for name, value in values.items():
+            spec = specs[name]
+            if spec.type == "reference" and value:
+                self._check_reference(conn, object_name, spec, value)
+        if object_name == "Task":
+            who, what = merged.get("WhoId"), merged.get("WhatId")
+            if who and what and ids.object_for_id(who) == "Lead":
+                raise CRMRejected("A task linked to a lead cannot also be linked to a related record",
+                                  code="FIELD_INTEGRITY_EXCEPTION")
+        return values
+
+    def _coerce(self, object_name: str, spec: FieldSpec, raw: Any) -> Any:
+        if raw is None or (isinstance(raw, str) and raw == "" and spec.type not in ("string", "textarea")):
+            return None
+        if spec.type == "boolean":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in _TRUE or text in _FALSE:
+                return text in _TRUE
+            raise CRMRejected(f"{spec.name}: value not of required type: {raw}", code="INVALID_TYPE_ON_FIELD_IN_RECORD")
+        if spec.type == "int":
+            try:
+                return int(raw)
+            except (TypeError, ValueError):
+                raise CRMRejected(f"{spec.name}: value not of required type: {raw}",
+                                  code="INVALID_TYPE_ON_FIELD_IN_RECORD") from None
+        if spec.type == "date":
+            if isinstance(raw, date):
+                return raw
+            try:
+                return date.fromisoformat(str(raw)[:10])
+            except ValueError:
+                raise CRMRejected(f"{spec.name}: value not of required type: {raw}",
+                                  code="INVALID_TYPE_ON_FIELD_IN_RECORD") from None
+        if spec.type == "base64":
+            return raw
+        text = str(raw)
+        if spec.length and len(text) > spec.length:
+            raise CRMRejected(f"{spec.name}: data value too large: {text[:40]}... (max length={spec.length})",
+                              code="STRING_TOO_LONG")
+        if spec.values and text not in spec.values:
+            raise CRMRejected(f"{spec.name}: bad value for restricted picklist field: {text}",
+                              code="INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST")
+        if spec.type == "reference":
+            text = ids.to_18(text)
+        return text
+
+    def _check_reference(self, conn: Any, object_name: str, spec: FieldSpec, value: str) -> None:
+        target = ids.object_for_id(value)
+        if not ids.is_valid_id(value) or target not in spec.references:
+            raise CRMRejected(f"{spec.name}: id value of incorrect type: {value}", code="FIELD_INTEGRITY_EXCEPTION")
+        table = TABLES[target]
+        if conn.execute(select(table.c.Id).where(table.c.Id == value)).first() is None:
+            raise CRMRejected(f"{spec.name}: invalid cross reference id", code="INVALID_CROSS_REFERENCE_KEY")
+
+
+def _spec_or_string(object_name: str, name: str) -> FieldSpec:
+    for spec in OBJECTS[object_name]:
+        if spec.name == name:
+            return spec
+    return FieldSpec(name)
+
+
+class _Guard:
+    """A connection context that turns database outages into RetryableCRMError."""
+
+    def __init__(self, context: Any, *, write: bool):
+        self._context = context
+        self._write = write
+
+    def __enter__(self) -> Any:
+        try:
+            return self._context.__enter__()
+        except OperationalError as exc:
+            raise RetryableCRMError(f"local CRM database unavailable: {exc.orig}") from exc
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        try:
+            result = self._context.__exit__(*exc_info)
+        except OperationalError as exc:
+            raise RetryableCRMError(f"local CRM database unavailable: {exc.orig}") from exc
+        if exc_info[0] is not None and issubclass(exc_info[0], OperationalError):
+            raise RetryableCRMError(f"local CRM database unavailable: {exc_info[1]}") from exc_info[1]
+        return result

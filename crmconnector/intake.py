@@ -1,0 +1,150 @@
+"""Callback intake: verify, validate, de-duplicate and apply one event in one transaction.
+
+The web layer hands over the raw request; this module decides the response. Nothing is stored
+for a rejected event, and a repeated event id replays the first response.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pydantic import BaseModel
+from sqlalchemy import Connection, Engine, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from crmconnector import signatures
+from crmconnector.crm.base import CRMBackend
+from crmconnector.events import EventError, parse_data, parse_envelope
+from crmconnector.settings import Settings
+from crmconnector.store import events, utcnow
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 1024 * 1024
+
+
+@dataclass
+class Outcome:
+    status: int
+    body: dict[str, Any]
+
+
+class StoreUnavailable(Exception):
+    """The state database cannot be reached: the platform must retry (503), nothing was stored."""
+
+
+# An applier writes one validated event into the state inside the intake's transaction and returns
+# the response. `prepared` is what `prepare` computed outside the transaction (e.g. the CRM match).
+Applier = Callable[["EventContext", Connection, Any, BaseModel, Any], Outcome]
+Preparer = Callable[["EventContext", BaseModel], Any]
+
+
+@dataclass
+class Handler:
+    apply: Applier
+    prepare: Preparer | None = None
+
+
+@dataclass
+class EventContext:
+    engine: Engine
+    crm: CRMBackend
+    settings: Settings
+    notify: Callable[[], None]
+
+
+HANDLERS: dict[str, Handler] = {}
+
+
+def handles(event_type: str, prepare: Preparer | None = None) -> Callable[[Applier], Applier]:
+    """Register the applier of an event type."""
+    def register(apply: Applier) -> Applier:
+        HANDLERS[event_type] = Handler(apply, prepare)
+        return apply
+    return register
+
+
+def body_hash(document: Any) -> str:
+    """Hash of the JSON document, independent of key order and white space."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Intake:
+    def __init__(self, context: EventContext):
+        self.context = context
+        from crmconnector import abandoned_intake, chat_events, chats  # noqa: F401  (register handlers)
+
+    def handle(self, body: bytes, content_type: str | None, signature: str | None,
+               now: float | None = None) -> Outcome:
+        try:
+            return self._handle(body, content_type, signature, now)
+        except EventError as exc:
+            return Outcome(exc.status, exc.as_json())
+
+    def _handle(self, body: bytes, content_type: str | None, signature: str | None, now: float | None) -> Outcome:
+        if len(body) > MAX_BODY_BYTES:
+            raise EventError(413, "payload_too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
+        problem = signatures.verify(signature, body, self.context.settings.callback_secrets, now)
+        if problem:
+            raise EventError(401, "invalid_signature", problem)
+        if (content_type or "").split(";")[0].strip().lower() != "application/json":
+            raise EventError(415, "unsupported_media_type", "Content-Type must be application/json")
+        try:
+            document = json.loads(body.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise EventError(400, "invalid_json", "the body is not UTF-8 text") from None
+        except json.JSONDecodeError as exc:
+            raise EventError(400, "invalid_json", f"the body is not JSON: {exc.msg} at line {exc.lineno} "
+                                                  f"column {exc.colno}") from None
+        envelope = parse_envelope(document)
+        digest = body_hash(document)
+        replay = self._replay(envelope.id, digest)
+        if replay is not None:
+            return replay
+        handler = HANDLERS.get(envelope.type)
+        data = parse_data(envelope.type, envelope.data, self.context.settings.default_region)
+        prepared = handler.prepare(self.context, data) if handler and handler.prepare and data else None
+        try:
+            with self.context.engine.begin() as conn:
+                if handler is None or data is None:
+                    outcome = Outcome(202, {"status": "ignored"})
+                else:
+                    outcome = handler.apply(self.context, conn, envelope, data, prepared)
+                conn.execute(events.insert().values(
+                    id=envelope.id, body_hash=digest, type=envelope.type, payload=document,
+                    chat_id=_ref(envelope.data, "chat"), call_id=_ref(envelope.data, "call"),
+                    response_status=outcome.status, response_body=outcome.body, received_at=utcnow()))
+        except IntegrityError:
+            # The same id reached another worker or instance at the same moment: its answer stands.
+            replay = self._replay(envelope.id, digest)
+            if replay is None:
+                raise
+            return replay
+        except OperationalError as exc:
+            raise StoreUnavailable(str(exc.orig)) from exc
+        self.context.notify()
+        return outcome
+
+    def _replay(self, event_id: str, digest: str) -> Outcome | None:
+        try:
+            with self.context.engine.connect() as conn:
+                row = conn.execute(select(events.c.body_hash, events.c.response_status, events.c.response_body)
+                                   .where(events.c.id == event_id)).first()
+        except OperationalError as exc:
+            raise StoreUnavailable(str(exc.orig)) from exc
+        if row is None:
+            return None
+        if row.body_hash != digest:
+            raise EventError(409, "event_id_reused", f"event id {event_id!r} was already used for another body",
+                             "id")
+        return Outcome(row.response_status, row.response_body)
+
+
+def _ref(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if isinstance(value, dict) and isinstance(value.get("id"), (str, int)) and not isinstance(value["id"], bool):
+        return str(value["id"])
+    return None

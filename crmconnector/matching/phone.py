@@ -1,0 +1,67 @@
+"""Phone numbers become E.164 here, once, at the edge; everything inward takes E.164 strings."""
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+
+MAX_INPUT_LENGTH = 64
+_LETTERS = re.compile(r"[A-Za-z]")
+
+
+class InvalidPhoneNumber(ValueError):
+    """The text is not a phone number we can normalize."""
+
+
+def _strip_uri(raw: str) -> str:
+    text = raw.strip()
+    if text[:4].lower() == "tel:":
+        # RFC 3966: parameters (";ext=", ";phone-context=") follow the number.
+        number, _, params = text[4:].partition(";")
+        ext = re.search(r"(?:^|;)ext=([0-9]+)", params)
+        text = number + (f" ext. {ext.group(1)}" if ext else "")
+    # "00" is the international prefix nearly everywhere; no national number starts with it.
+    digits_start = text.lstrip(" (")
+    if digits_start.startswith("00"):
+        text = "+" + digits_start[2:]
+    return text
+
+
+def parse(raw: str, region: str) -> phonenumbers.PhoneNumber:
+    """Parse with the default region; raise InvalidPhoneNumber with a reason a person understands."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise InvalidPhoneNumber("empty phone number")
+    if len(raw) > MAX_INPUT_LENGTH:
+        raise InvalidPhoneNumber("phone number is too long")
+    text = _strip_uri(raw)
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidPhoneNumber(f"not a phone number: {exc.args[0] if exc.args else exc}") from None
+    if not phonenumbers.is_possible_number(number):
+        raise InvalidPhoneNumber("not a possible phone number (wrong length for its country)")
+    # Letters are only a vanity spelling when they spell a real, valid number.
+    if _LETTERS.search(text.lower().replace("ext", "").replace("x", "")) and not phonenumbers.is_valid_number(number):
+        raise InvalidPhoneNumber("letters in a phone number that does not spell a valid number")
+    return number
+
+
+def normalize(raw: str, region: str = "US") -> str:
+    """The E.164 form of `raw` (extensions dropped); InvalidPhoneNumber if it cannot be one."""
+    return phonenumbers.format_number(parse(raw, region), phonenumbers.PhoneNumberFormat.E164)
+
+
+def try_normalize(raw: str | None, region: str = "US") -> str | None:
+    """E.164 or None: for CRM data, where a messy field simply matches nothing."""
+    if not raw:
+        return None
+    try:
+        return normalize(raw, region)
+    except InvalidPhoneNumber:
+        return None
+
+
+def international(e164: str) -> str:
+    """`+1 415-555-0132`: how the number is shown to people and in Task subjects."""
+    number = phonenumbers.parse(e164, None)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)

@@ -1,0 +1,262 @@
+"""The connector's own state: SQLAlchemy Core tables on SQLite or PostgreSQL.
+
+One schema serves both; `migrate()` brings a database to the current schema with Alembic, so an
+upgrade keeps an installation's data.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (JSON, Boolean, Column, DateTime, Engine, ForeignKey, Index, Integer, LargeBinary,
+                        MetaData, String, Table, Text, create_engine, event)
+from sqlalchemy.engine import make_url
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData()
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTC(TypeDecorator[datetime]):
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+# Every callback event we accepted: idempotency (id + body hash) and the response to replay.
+events = Table(
+    "events", metadata,
+    Column("id", String(200), primary_key=True),
+    Column("body_hash", String(64), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("chat_id", String(200), index=True),
+    Column("call_id", String(200), index=True),
+    Column("payload", JSON, nullable=False),
+    Column("response_status", Integer, nullable=False),
+    Column("response_body", JSON, nullable=False),
+    Column("received_at", UTC, nullable=False, default=utcnow),
+)
+
+# One row per SMS chat: its current state, from which the CRM's chat log is rendered.
+chats = Table(
+    "chats", metadata,
+    Column("id", String(200), primary_key=True),
+    Column("started", Boolean, nullable=False, default=False),
+    Column("direction", String(16)),
+    Column("consumer_number", String(32), index=True),
+    Column("business_number", String(32)),
+    Column("queue_id", String(200)),
+    Column("queue_name", String(255)),
+    Column("lang", String(32)),
+    Column("created_at", UTC),
+    Column("match_outcome", String(16)),
+    Column("match_records", JSON),  # [{"object", "id", "name", "phone", "url"}], ordered
+    Column("screen_pop", JSON),
+    Column("linked_object", String(32)),
+    Column("linked_id", String(18)),
+    Column("agent_id", String(200), index=True),  # the agent assigned now (console visibility)
+    Column("agent_email", String(320), index=True),
+    Column("agent_name", String(255)),
+    Column("assigned_at", UTC),  # first acceptance
+    Column("ended_at", UTC),
+    Column("disconnected_by", String(16)),
+    Column("disposition", String(255)),
+    Column("task_id", String(18)),
+    Column("crm_status", String(16)),  # None, pending, posted, failed
+    Column("crm_error", Text),
+    Column("updated_at", UTC, nullable=False, default=utcnow, onupdate=utcnow),
+)
+
+chat_messages = Table(
+    "chat_messages", metadata,
+    Column("chat_id", String(200), primary_key=True),
+    Column("message_id", String(200), primary_key=True),
+    Column("sender", String(16), nullable=False),
+    Column("text", Text, nullable=False, default=""),
+    Column("sent_at", UTC, nullable=False),
+    Column("agent", JSON),
+    Column("media", JSON, nullable=False, default=list),
+    Index("ix_chat_messages_chat_sent", "chat_id", "sent_at"),
+)
+
+# Assignments and transfers, keyed by the event that reported them (order-independent).
+chat_activity = Table(
+    "chat_activity", metadata,
+    Column("chat_id", String(200), primary_key=True),
+    Column("event_id", String(200), primary_key=True),
+    Column("kind", String(32), nullable=False),  # assigned, transfer
+    Column("at", UTC, nullable=False),
+    Column("data", JSON, nullable=False),
+    Index("ix_chat_activity_chat_at", "chat_id", "at"),
+)
+
+# Media files: what was fetched for each consumer media item, and where it went in the CRM.
+chat_media = Table(
+    "chat_media", metadata,
+    Column("chat_id", String(200), primary_key=True),
+    Column("message_id", String(200), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("filename", String(255)),
+    Column("status", String(16), nullable=False, default="pending"),  # pending, attached, refused
+    Column("reason", Text),
+    Column("content_version_id", String(18)),
+)
+
+# Transactional outbox: CRM work to do after the event's transaction commits.
+outbox = Table(
+    "outbox", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("status", String(16), nullable=False, default="pending"),  # pending, running, done, failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("due_at", UTC, nullable=False, default=utcnow),
+    Column("claimed_by", String(128)),
+    Column("claimed_until", UTC),
+    Column("last_error", Text),
+    Column("created_at", UTC, nullable=False, default=utcnow),
+    Column("updated_at", UTC, nullable=False, default=utcnow, onupdate=utcnow),
+    Index("ix_outbox_status_due", "status", "due_at"),
+    Index("ix_outbox_kind_key", "kind", "key"),
+)
+
+# Admin-editable settings (screen-pop actions, object order, opt-out field, abandoned tickets).
+app_settings = Table(
+    "app_settings", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", JSON, nullable=False),
+    Column("updated_at", UTC, nullable=False, default=utcnow, onupdate=utcnow),
+)
+
+agents = Table(
+    "agents", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("name", String(255)),
+    Column("created_at", UTC, nullable=False, default=utcnow),
+)
+
+agent_tokens = Table(
+    "agent_tokens", metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("agent_id", Integer, ForeignKey("agents.id"), nullable=False),
+    Column("expires_at", UTC, nullable=False),
+    Column("used_at", UTC),
+)
+
+abandoned_calls = Table(
+    "abandoned_calls", metadata,
+    Column("id", String(200), primary_key=True),
+    Column("caller_number", String(32), nullable=False),
+    Column("dialed_number", String(32)),
+    Column("queue", JSON),
+    Column("lang", String(32)),
+    Column("started_at", UTC),
+    Column("abandoned_at", UTC),
+    Column("wait_seconds", Integer),
+    Column("sms_status", String(16)),
+    Column("sms_messages", JSON, nullable=False, default=list),
+    Column("case_id", String(18)),
+    Column("status", String(16), nullable=False, default="new"),  # new, ticketed, skipped, failed
+    Column("error", Text),
+    Column("received_at", UTC, nullable=False, default=utcnow),
+    Index("ix_abandoned_status", "status"),
+)
+
+job_runs = Table(
+    "job_runs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job", String(64), nullable=False, index=True),
+    Column("started_at", UTC, nullable=False),
+    Column("finished_at", UTC),
+    Column("created", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("error", Text),
+)
+
+# A lease per named lock: one active runner across processes and instances.
+leases = Table(
+    "leases", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("until", UTC, nullable=False),
+)
+
+# Where a CRM file's bytes live for the local CRM (kept out of the record table for speed).
+crm_blobs = Table(
+    "crm_blobs", metadata,
+    Column("id", String(18), primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+)
+
+
+def make_engine(database_url: str) -> Engine:
+    """An engine with the settings each database needs for several threads (and processes)."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # isolation_level None: SQLAlchemy emits BEGIN itself (see "begin" below), so
+            # write transactions take the lock at their start instead of failing mid-way.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            # Writers take the lock up front; read-only connections (see `reading`) do not.
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("read_only") else "BEGIN IMMEDIATE")
+
+        return engine
+    if url.get_backend_name() == "postgresql" and url.get_driver_name() in ("", "psycopg2"):
+        url = url.set(drivername="postgresql+psycopg")
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def reading(engine: Engine) -> Any:
+    """A connection for reads only: on SQLite it does not take the write lock."""
+    return engine.connect().execution_options(read_only=True)
+
+
+def migrate(engine: Engine) -> None:
+    """Create or upgrade the schema to the newest migration."""
+    from crmconnector import migrations
+
+    migrations.upgrade(engine)
+
+
+# What agents' consoles are told, in order: the durable log behind live pushes and catch-up.
+console_events = Table(
+    "console_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("agent_email", String(320), nullable=False),
+    Column("chat_id", String(200), nullable=False),
+    Column("kind", String(32), nullable=False),  # pop, message, status, linked, transferred, ended
+    Column("payload", JSON, nullable=False),
+    Column("created_at", UTC, nullable=False, default=utcnow),
+    Index("ix_console_events_agent_id", "agent_email", "id"),
+)

@@ -1,0 +1,92 @@
+"""chat.started through the app on the embedded CRM: match outcomes and screen pops."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from crmconnector import preferences
+
+
+def _contact(crm, last, phone, **fields):
+    return crm.create("Contact", {"LastName": last, "Phone": phone, **fields})
+
+
+def test_single_match_pops_the_record(platform, crm):
+    contact_id = crm.create("Contact", {"FirstName": "Becky", "LastName": "Thatcher", "Phone": "(415) 555-0132"})
+    response = platform.start_chat()
+    assert response.status_code == 200
+    body = response.json
+    url = f"http://connector.test/crm/Contact/{contact_id}"
+    assert body["chat_id"] == "2415"
+    assert body["match"] == {"outcome": "single", "consumer_number": "+14155550132", "records": [
+        {"object": "Contact", "id": contact_id, "name": "Becky Thatcher", "phone": "(415) 555-0132", "url": url}]}
+    assert body["screen_pop"] == {"action": "record", "url": url, "object": "Contact", "record_id": contact_id,
+                                  "open_cti": {"type": "SOBJECT", "params": {"recordId": contact_id}}}
+    assert body["linked_record"] == {"object": "Contact", "id": contact_id}
+
+
+def test_no_match_pops_a_prefilled_new_contact(platform):
+    body = platform.start_chat().json
+    assert body["match"]["outcome"] == "none"
+    assert body["match"]["records"] == []
+    assert body["screen_pop"] == {
+        "action": "new_record", "url": "http://connector.test/crm/Contact/new?Phone=%2B14155550132",
+        "object": "Contact", "record_id": None,
+        "open_cti": {"type": "NEW_RECORD_MODAL",
+                     "params": {"entityName": "Contact", "defaultFieldValues": {"Phone": "+14155550132"}}}}
+    assert body["linked_record"] is None
+
+
+def test_multiple_matches_default_to_search_with_the_first_linked(platform, crm, runtime):
+    lead = crm.create("Lead", {"LastName": "Finn", "Company": "Raft", "MobilePhone": "+1 415 555 0132"})
+    account = crm.create("Account", {"Name": "Thatcher Fencing", "Phone": "415.555.0132"})
+    contact = _contact(crm, "Thatcher", "4155550132")
+    body = platform.start_chat().json
+    assert body["match"]["outcome"] == "multiple"
+    assert [(r["object"], r["id"]) for r in body["match"]["records"]] == [
+        ("Contact", contact), ("Lead", lead), ("Account", account)]
+    assert body["screen_pop"]["action"] == "search"
+    assert body["screen_pop"]["url"] == "http://connector.test/agent/chats/2415"
+    assert body["screen_pop"]["open_cti"] == {"type": "SEARCH", "params": {"searchString": "+14155550132"}}
+    assert body["linked_record"] == {"object": "Contact", "id": contact}
+
+
+def test_admin_object_order_and_recency_decide_the_first_match(platform, crm, runtime):
+    preferences.save_pop_settings(runtime.engine, {"object_order": ["Lead", "Contact", "Account"],
+                                                   "multiple": "record"})
+    old = crm.create("Lead", {"LastName": "Old", "Company": "A", "Phone": "+14155550132"})
+    new = crm.create("Lead", {"LastName": "New", "Company": "B", "Phone": "+14155550132"})
+    crm.update("Lead", new, {"FirstName": "Newer"})  # most recently modified
+    _contact(crm, "Contact", "+14155550132")
+    body = platform.start_chat().json
+    assert [r["id"] for r in body["match"]["records"]][:2] == [new, old]
+    assert body["screen_pop"]["action"] == "record"
+    assert body["screen_pop"]["record_id"] == new
+
+
+def test_create_record_action_creates_and_pops_it(platform, crm, runtime):
+    preferences.save_pop_settings(runtime.engine, {"none": "create_record", "new_record_object": "Lead"})
+    body = platform.start_chat().json
+    assert body["screen_pop"]["action"] == "record"
+    lead = crm.get("Lead", body["screen_pop"]["record_id"])
+    assert lead.fields["Phone"] == "+14155550132"
+    assert body["linked_record"] == {"object": "Lead", "id": lead.id}
+
+
+def test_none_actions_return_no_pop(platform, crm, runtime):
+    preferences.save_pop_settings(runtime.engine, {"single": "none"})
+    _contact(crm, "Thatcher", "+14155550132")
+    body = platform.start_chat().json
+    assert body["screen_pop"] == {"action": "none", "url": None, "object": None, "record_id": None,
+                                  "open_cti": None}
+    assert body["linked_record"]["object"] == "Contact"
+
+
+def test_a_different_number_with_the_same_last_digits_does_not_match(platform, crm):
+    _contact(crm, "Other", "+1 212 555 0132")
+    _contact(crm, "Intl", "+44 4155 550132")
+    assert platform.start_chat().json["match"]["outcome"] == "none"
+
+
+def test_extensions_in_crm_phone_fields_are_ignored(platform, crm):
+    cid = _contact(crm, "Ext", "415-555-0132 ext. 44")
+    assert platform.start_chat().json["match"]["records"][0]["id"] == cid

@@ -1,0 +1,70 @@
+"""The web layer: HTTP only. `create_app(settings)` builds the Flask app around a Runtime."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify
+
+from crmconnector.runtime import Runtime
+from crmconnector.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None,
+               background: bool | None = None, test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app; tests pass settings (or a ready Runtime) and usually no background threads."""
+    settings = runtime.settings if runtime else (settings or Settings.from_env())
+    runtime = runtime or Runtime(settings)
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.admin_token + ":session",
+        MAX_CONTENT_LENGTH=None,  # the callback endpoint enforces its own limit with the contract's error
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.base_url.startswith("https://"),
+        JSON_SORT_KEYS=False,
+    )
+    if test_config:
+        app.config.update(test_config)
+    app.extensions["crmconnector"] = runtime
+    from crmconnector.crm.ids import object_for_id
+
+    app.jinja_env.filters["object_for_id"] = lambda value: object_for_id(value) or "Account"
+
+    from webapp import callbacks, crm_pages, health, openapi
+
+    for module in (callbacks, health, crm_pages, openapi):
+        app.register_blueprint(module.bp)
+    _register_optional(app)
+
+    @app.errorhandler(404)
+    def not_found(_: Exception) -> Any:
+        return jsonify({"error": {"code": "not_found", "message": "no such resource"}}), 404
+
+    @app.errorhandler(405)
+    def not_allowed(_: Exception) -> Any:
+        return jsonify({"error": {"code": "method_not_allowed", "message": "method not allowed"}}), 405
+
+    if background if background is not None else settings.run_background:
+        runtime.start_background()
+    return app
+
+
+def _register_optional(app: Flask) -> None:
+    """Blueprints of the people's pages, when present."""
+    import importlib
+
+    for name in ("webapp.agent", "webapp.admin"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        app.register_blueprint(module.bp)
+
+
+def runtime_of(app: Flask) -> Runtime:
+    return app.extensions["crmconnector"]

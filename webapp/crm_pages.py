@@ -1,0 +1,127 @@
+"""The embedded CRM, read-only: JSON at /api/crm/... (admin token) and the pages screen pops open."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, abort, current_app, jsonify, redirect, render_template, request, session
+
+from crmconnector.crm.errors import CRMRejected
+from crmconnector.crm.local import LocalCRM
+from crmconnector.crm.objects import OBJECTS
+from crmconnector.chats import new_record_fields
+from crmconnector.matching import InvalidPhoneNumber, normalize
+from webapp.auth import admin_required, admin_token_ok
+
+bp = Blueprint("crm", __name__)
+
+
+def _local() -> LocalCRM:
+    crm = current_app.extensions["crmconnector"].crm
+    if not isinstance(crm, LocalCRM):
+        abort(404)
+    return crm
+
+
+def _object(name: str) -> str:
+    if name not in OBJECTS:
+        abort(404)
+    return name
+
+
+def _json_record(record: Any) -> dict[str, Any]:
+    fields = dict(record.fields)
+    fields["Id"] = record.id
+    fields["attributes"] = {"type": record.object, "url": f"/api/crm/{record.object}/{record.id}"}
+    return fields
+
+
+@bp.get("/api/crm/<object_name>")
+@admin_required
+def list_records(object_name: str) -> Any:
+    crm = _local()
+    try:
+        limit = min(max(int(request.args.get("limit", 200)), 1), 2000)
+    except ValueError:
+        return _bad("limit must be a whole number", "limit")
+    equals = {k: v for k, v in request.args.items() if k != "limit"}
+    try:
+        records = crm.query(_object(object_name), equals, limit)
+    except CRMRejected as exc:
+        return _bad(exc.message, next(iter(equals), None))
+    return jsonify({"records": [_json_record(r) for r in records], "totalSize": len(records)})
+
+
+@bp.get("/api/crm/<object_name>/<record_id>")
+@admin_required
+def get_record(object_name: str, record_id: str) -> Any:
+    record = _local().get(_object(object_name), record_id)
+    if record is None:
+        return jsonify({"error": {"code": "not_found", "message": f"no {object_name} {record_id}"}}), 404
+    return jsonify(_json_record(record))
+
+
+@bp.get("/api/crm/ContentVersion/<record_id>/VersionData")
+@admin_required
+def file_data(record_id: str) -> Any:
+    crm = _local()
+    record = crm.get("ContentVersion", record_id)
+    data = crm.file_data(record_id)
+    if record is None or data is None:
+        return jsonify({"error": {"code": "not_found", "message": f"no ContentVersion {record_id}"}}), 404
+    return Response(data, mimetype="application/octet-stream",
+                    headers={"Content-Disposition": f'attachment; filename="{record.fields.get("PathOnClient")}"'})
+
+
+def _viewer_allowed() -> bool:
+    return admin_token_ok() or bool(session.get("agent_id"))
+
+
+@bp.get("/crm/<object_name>/new")
+def new_record_page(object_name: str) -> Any:
+    _local()
+    if not _viewer_allowed():
+        return redirect("/agent")
+    specs = [s for s in OBJECTS[_object(object_name)] if s.type not in ("base64", "reference")]
+    return render_template("crm_new.html", object_name=object_name, specs=specs, values=request.args,
+                           chat_id=request.args.get("chat_id", ""), error=None)
+
+
+@bp.post("/crm/<object_name>/new")
+def create_record(object_name: str) -> Any:
+    crm = _local()
+    if not _viewer_allowed():
+        abort(403)
+    obj = _object(object_name)
+    form = {k: v for k, v in request.form.items() if k not in ("chat_id", "csrf")}
+    try:
+        phone_field = "SuppliedPhone" if obj == "Case" else "Phone"
+        number = normalize(form.get(phone_field, ""), current_app.extensions["crmconnector"].settings.default_region)
+        record_id = crm.create(obj, new_record_fields(obj, number, form))
+    except (CRMRejected, InvalidPhoneNumber) as exc:
+        specs = [s for s in OBJECTS[obj] if s.type not in ("base64", "reference")]
+        return render_template("crm_new.html", object_name=obj, specs=specs, values=request.form,
+                               chat_id=request.form.get("chat_id", ""), error=str(exc)), 400
+    return redirect(f"/crm/{obj}/{record_id}")
+
+
+@bp.get("/crm/<object_name>/<record_id>")
+def record_page(object_name: str, record_id: str) -> Any:
+    crm = _local()
+    if not _viewer_allowed():
+        return redirect("/agent")
+    record = crm.get(_object(object_name), record_id)
+    if record is None:
+        abort(404)
+    files = crm.find("ContentVersion", "FirstPublishLocationId", [record_id])
+    related = []
+    if object_name in ("Contact", "Lead", "Account"):
+        related = crm.find("Task", "WhoId" if object_name != "Account" else "WhatId", [record_id])
+    return render_template("crm_record.html", record=record, files=files, related=related,
+                           specs=[s for s in OBJECTS[object_name] if s.type != "base64"])
+
+
+def _bad(message: str, field: str | None) -> Any:
+    error = {"code": "invalid_query", "message": message}
+    if field:
+        error["field"] = field
+    return jsonify({"error": error}), 400

@@ -1,0 +1,96 @@
+"""GET /openapi.json: the OpenAPI 3 description of every HTTP endpoint.
+
+Each blueprint's endpoints are described here; a test fails when a route is missing from it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify
+
+from crmconnector import __version__
+
+bp = Blueprint("openapi", __name__)
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema or {"type": "object"}}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    names = {400: "Invalid request", 401: "Not authorized", 404: "Not found", 409: "Event id reused",
+             413: "Payload too large", 415: "Unsupported media type", 503: "Unavailable"}
+    return {str(c): _json(names[c], ERROR) for c in codes}
+
+
+ADMIN = [{"adminToken": []}]
+AGENT = [{"agentSession": []}]
+PATHS: dict[str, dict[str, Any]] = {
+    "/callbacks/events": {"post": {
+        "summary": "Receive an SMS platform event (signed with HMAC-SHA256)",
+        "parameters": [{"name": "X-CRMConnector-Signature", "in": "header", "required": True,
+                        "schema": {"type": "string"}, "example": "t=1763744591,v1=5f2b..."}],
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/Envelope"}}}},
+        "responses": {"200": _json("Event applied (chat.started: match and screen pop)"),
+                      "202": _json("Accepted (chat.ended) or ignored (unknown type)"),
+                      **_errors(400, 401, 409, 413, 415, 503)}}},
+    "/healthz": {"get": {"summary": "The process is alive", "responses": {"200": _json("alive")}}},
+    "/readyz": {"get": {"summary": "Database and CRM reachable",
+                        "responses": {"200": _json("ready"), "503": _json("not ready")}}},
+    "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
+        "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+    "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json("OpenAPI 3 document")}}},
+    "/api/crm/{object}": {"get": {
+        "summary": "Local CRM: records whose fields equal the query parameters", "security": ADMIN,
+        "parameters": [{"name": "object", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {"200": _json("{\"records\": [...]}"), **_errors(400, 401, 404)}}},
+    "/api/crm/{object}/{id}": {"get": {
+        "summary": "Local CRM: one record", "security": ADMIN,
+        "parameters": [{"name": "object", "in": "path", "required": True, "schema": {"type": "string"}},
+                       {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {"200": _json("the record"), **_errors(401, 404)}}},
+    "/api/crm/ContentVersion/{id}/VersionData": {"get": {
+        "summary": "Local CRM: a file's bytes", "security": ADMIN,
+        "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "the file", "content": {"application/octet-stream": {}}},
+                      **_errors(401, 404)}}},
+    "/crm/{object}/{id}": {"get": {"summary": "Local CRM: a record page (screen-pop target)",
+                                   "responses": {"200": {"description": "HTML page"}}}},
+    "/crm/{object}/new": {
+        "get": {"summary": "Local CRM: new-record form, prefilled from the query",
+                "responses": {"200": {"description": "HTML page"}}},
+        "post": {"summary": "Local CRM: create the record from the form",
+                 "responses": {"302": {"description": "to the new record's page"}, "400": {"description": "form errors"}}}},
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["code", "message"],
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}}}},
+    "Envelope": {"type": "object", "required": ["id", "type", "data"], "properties": {
+        "id": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+        "type": {"type": "string", "enum": ["chat.started", "chat.assigned", "chat.message", "chat.transferred",
+                                            "chat.ended", "call.abandoned"]},
+        "occurred_at": {"type": "string", "format": "date-time"},
+        "data": {"type": "object"}}},
+}
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "crmconnector", "version": __version__,
+                 "description": "SMS platform callbacks, agent console, admin and local-CRM APIs."},
+        "paths": PATHS,
+        "components": {"schemas": SCHEMAS, "securitySchemes": {
+            "adminToken": {"type": "http", "scheme": "bearer"},
+            "agentSession": {"type": "apiKey", "in": "cookie", "name": "session"}}},
+    }
+
+
+@bp.get("/openapi.json")
+def openapi_json() -> Any:
+    return jsonify(document())
