@@ -56,7 +56,7 @@ def _register_optional(app: Flask) -> None:
     """Blueprints of the people's pages, when present."""
     import importlib
 
-    for name in ("webapp.agent", "webapp.admin"):
+    for name in ("webapp.agent", "webapp.admin", "webapp.admin_api"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
