@@ -15,11 +15,14 @@ from crmconnector.signatures import HEADER, sign
 SECRET = "test-callback-secret"
 ADMIN_TOKEN = "test-admin-token"
 
+# `database_url` (SQLite, or PostgreSQL for the integration tests that run on both) and `pg_server`.
+pytest_plugins = ["tests.postgres_fixture"]
+
 
 @pytest.fixture
-def settings(tmp_path: Any) -> Settings:
+def settings(tmp_path: Any, database_url: str) -> Settings:
     return Settings(
-        database_url=f"sqlite:///{tmp_path / 'state.db'}",
+        database_url=database_url,
         callback_secrets=(SECRET,),
         admin_token=ADMIN_TOKEN,
         instance_path=str(tmp_path / "instance"),
