@@ -34,11 +34,18 @@ def parse(raw: str, region: str) -> phonenumbers.PhoneNumber:
     if len(raw) > MAX_INPUT_LENGTH:
         raise InvalidPhoneNumber("phone number is too long")
     text = _strip_uri(raw)
+    if text.lstrip()[:1].isalpha():
+        # phonenumbers would skip leading words ("call me 415..."); a vanity number starts with digits.
+        raise InvalidPhoneNumber("not a phone number: it starts with letters")
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as exc:
         raise InvalidPhoneNumber(f"not a phone number: {exc.args[0] if exc.args else exc}") from None
-    if not phonenumbers.is_possible_number(number):
+    possible = phonenumbers.is_possible_number_with_reason(number)
+    if possible == phonenumbers.ValidationResult.IS_POSSIBLE_LOCAL_ONLY:
+        # "555-0132" needs an area code before it is one subscriber's number.
+        raise InvalidPhoneNumber("not a full phone number (the area code is missing)")
+    if possible != phonenumbers.ValidationResult.IS_POSSIBLE:
         raise InvalidPhoneNumber("not a possible phone number (wrong length for its country)")
     # Letters are only a vanity spelling when they spell a real, valid number.
     if _LETTERS.search(text.lower().replace("ext", "").replace("x", "")) and not phonenumbers.is_valid_number(number):
