@@ -1,0 +1,128 @@
+"""The embedded CRM over HTTP: the read-only /api/crm API (admin token) and the /crm pages pops open."""
+from __future__ import annotations
+
+import pytest
+
+from crmconnector.crm.base import FileUpload
+from tests.conftest import admin_headers
+
+
+@pytest.fixture
+def contact(crm):
+    account = crm.create("Account", {"Name": "Thatcher Fencing", "Phone": "415.555.0100"})
+    return crm.create("Contact", {"FirstName": "Becky", "LastName": "Thatcher", "AccountId": account,
+                                  "Phone": "(415) 555-0132"})
+
+
+@pytest.mark.parametrize("path", ["/api/crm/Contact", "/api/crm/Contact/003000000000001AAA",
+                                  "/api/crm/ContentVersion/068000000000001AAA/VersionData"])
+def test_read_api_requires_the_admin_token(client, path):
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic dGVzdA=="}):
+        response = client.get(path, headers=headers)
+        assert response.status_code == 401
+        assert response.json["error"]["code"] == "unauthorized"
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_list_records_filtered_by_field(client, crm, contact):
+    crm.create("Contact", {"LastName": "Finn", "Phone": "4155550199"})
+    response = client.get("/api/crm/Contact?LastName=Thatcher", headers=admin_headers())
+    assert response.status_code == 200
+    records = response.json["records"]
+    assert [r["Id"] for r in records] == [contact]
+    assert records[0]["Phone"] == "(415) 555-0132"
+    assert records[0]["Name"] == "Becky Thatcher"
+    assert records[0]["attributes"] == {"type": "Contact", "url": f"/api/crm/Contact/{contact}"}
+    everyone = client.get("/api/crm/Contact", headers=admin_headers()).json["records"]
+    assert len(everyone) == 2
+
+
+def test_list_by_reference_and_boolean(client, crm, contact):
+    task = crm.create("Task", {"Subject": "SMS chat", "WhoId": contact, "Status": "Completed"})
+    assert [r["Id"] for r in client.get(f"/api/crm/Task?WhoId={contact}", headers=admin_headers()).json[
+        "records"]] == [task]
+    assert [r["Id"] for r in client.get("/api/crm/Contact?DoNotCall=false", headers=admin_headers()).json[
+        "records"]] == [contact]
+
+
+def test_list_with_an_unknown_field_or_object(client):
+    bad = client.get("/api/crm/Contact?Shoe=9", headers=admin_headers())
+    assert bad.status_code == 400 and bad.json["error"]["field"] == "Shoe"
+    assert client.get("/api/crm/Contact?limit=many", headers=admin_headers()).status_code == 400
+    assert client.get("/api/crm/Opportunity", headers=admin_headers()).status_code == 404
+
+
+def test_get_one_record(client, contact):
+    response = client.get(f"/api/crm/Contact/{contact}", headers=admin_headers())
+    assert response.status_code == 200
+    assert response.json["Id"] == contact and response.json["LastName"] == "Thatcher"
+    missing = client.get("/api/crm/Contact/003000000000001AAA", headers=admin_headers())
+    assert missing.status_code == 404 and missing.json["error"]["code"] == "not_found"
+
+
+def test_file_version_data_round_trip(client, crm, contact):
+    payload = bytes(range(256)) * 40
+    result = crm.upsert_with_files("Task", "CallObject", {"Subject": "s", "CallObject": "sms-chat-9",
+                                                          "WhoId": contact},
+                                   [FileUpload("k1", "picture.png", "image/png", payload)])
+    cv_id = result.file_ids["k1"]
+    response = client.get(f"/api/crm/ContentVersion/{cv_id}/VersionData", headers=admin_headers())
+    assert response.status_code == 200
+    assert response.data == payload
+    assert response.headers["Content-Disposition"] == 'attachment; filename="picture.png"'
+    listed = client.get(f"/api/crm/ContentVersion?FirstPublishLocationId={result.id}",
+                        headers=admin_headers()).json["records"]
+    assert [(r["Id"], r["ContentSize"]) for r in listed] == [(cv_id, len(payload))]
+    assert client.get("/api/crm/ContentVersion/068000000000001AAA/VersionData",
+                      headers=admin_headers()).status_code == 404
+
+
+def test_record_page_shows_fields_files_and_activity(client, crm, contact):
+    task = crm.upsert_with_files("Task", "CallObject", {"Subject": "SMS chat with +1 415-555-0132",
+                                                        "CallObject": "sms-chat-1", "WhoId": contact},
+                                 [FileUpload("k", "photo.jpg", "image/jpeg", b"jpg")])
+    crm.upsert_with_files("Contact", "LastName", {"LastName": "Thatcher"},
+                          [FileUpload("c", "card.vcf", "text/vcard", b"vcard")])
+    page = client.get(f"/crm/Contact/{contact}", headers=admin_headers())
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "Becky Thatcher" in html and "(415) 555-0132" in html
+    assert f'href="/crm/Task/{task.id}"' in html and "SMS chat with +1 415-555-0132" in html
+    assert "card.vcf" in html
+    task_page = client.get(f"/crm/Task/{task.id}", headers=admin_headers()).get_data(as_text=True)
+    assert f"/api/crm/ContentVersion/{task.file_ids['k']}/VersionData" in task_page
+    assert f'href="/crm/Contact/{contact}"' in task_page
+
+
+def test_pages_need_a_signed_in_viewer(client, contact):
+    response = client.get(f"/crm/Contact/{contact}")
+    assert response.status_code == 302 and response.headers["Location"].endswith("/agent")
+    assert client.get("/crm/Contact/new?Phone=%2B14155550132").status_code == 302
+    assert client.post("/crm/Contact/new", data={"LastName": "X", "Phone": "4155550132"}).status_code == 403
+
+
+def test_unknown_record_page_is_404(client):
+    assert client.get("/crm/Contact/003000000000001AAA", headers=admin_headers()).status_code == 404
+    assert client.get("/crm/Opportunity/006000000000001AAA", headers=admin_headers()).status_code == 404
+
+
+def test_new_record_page_is_prefilled_and_creates_the_record(client, crm):
+    form = client.get("/crm/Contact/new?Phone=%2B14155550132", headers=admin_headers())
+    assert form.status_code == 200
+    assert 'name="Phone" value="+14155550132"' in form.get_data(as_text=True)
+    created = client.post("/crm/Contact/new", headers=admin_headers(),
+                          data={"FirstName": "Huck", "LastName": "Finn", "Phone": "+14155550132"})
+    assert created.status_code == 302
+    record_id = created.headers["Location"].rsplit("/", 1)[1]
+    record = crm.get("Contact", record_id)
+    assert (record.name, record.fields["Phone"]) == ("Huck Finn", "+14155550132")
+
+
+def test_new_record_form_errors_are_shown_and_nothing_is_created(client, crm):
+    response = client.post("/crm/Lead/new", headers=admin_headers(), data={"LastName": "L" * 81,
+                                                                           "Phone": "+14155550132"})
+    assert response.status_code == 400
+    assert "max length=80" in response.get_data(as_text=True)
+    assert crm.query("Lead", {}) == []
+    bad_phone = client.post("/crm/Contact/new", headers=admin_headers(), data={"LastName": "X", "Phone": "n/a"})
+    assert bad_phone.status_code == 400 and crm.query("Contact", {}) == []
