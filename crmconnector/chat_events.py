@@ -1,1 +1,146 @@
-"""chat.assigned, chat.message, chat.transferred and chat.ended (registered with the intake)."""
+"""chat.assigned, chat.message, chat.transferred and chat.ended (registered with the intake).
+
+Each applier stores its event keyed by message id or event id, then recomputes what depends on
+time (the current agent, the first acceptance) from everything stored, so arrival order never
+matters. Nothing here calls the CRM: writes go to the outbox in the same transaction.
+A message or other event for a chat not yet started creates a placeholder row that chat.started
+completes later.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import Connection, select
+
+from crmconnector import console, optout
+from crmconnector.chatstate import load_assignments
+from crmconnector.events import ChatAssigned, ChatEnded, ChatMessage, ChatTransferred, Envelope, Person
+from crmconnector.intake import EventContext, Outcome, handles
+from crmconnector.store import chat_activity, chat_media, chat_messages, chats, utcnow
+from crmconnector.sync.outbox import enqueue
+
+
+def _person(person: BaseModel | None) -> dict[str, Any] | None:
+    return person.model_dump(exclude_none=True) if person is not None else None
+
+
+def _chat_row(conn: Connection, chat_id: str) -> dict[str, Any]:
+    """The chat's row, created as a placeholder (not started) when this is its first event."""
+    row = conn.execute(select(chats).where(chats.c.id == chat_id)).mappings().first()
+    if row is None:
+        conn.execute(chats.insert().values(id=chat_id, started=False, updated_at=utcnow()))
+        row = conn.execute(select(chats).where(chats.c.id == chat_id)).mappings().one()
+    return dict(row)
+
+
+def _record_activity(conn: Connection, chat_id: str, event_id: str, kind: str, at: Any, data: dict[str, Any]) -> None:
+    exists = conn.execute(select(chat_activity.c.event_id).where(
+        chat_activity.c.chat_id == chat_id, chat_activity.c.event_id == event_id)).first()
+    if exists is None:
+        conn.execute(chat_activity.insert().values(chat_id=chat_id, event_id=event_id, kind=kind, at=at, data=data))
+
+
+def _refresh_agent(conn: Connection, chat: dict[str, Any]) -> str | None:
+    """Recompute the current agent (latest by time) and first acceptance; return the previous agent's
+    e-mail when the current agent changed."""
+    assignments = load_assignments(conn, chat["id"])
+    if not assignments:
+        return None
+    current = assignments[-1].agent
+    first = [a for a in assignments if a.source == "assigned"] or assignments
+    values = {"agent_id": current.get("id"), "agent_email": (current.get("email") or "").lower() or None,
+              "agent_name": current.get("name"), "assigned_at": first[0].at, "updated_at": utcnow()}
+    conn.execute(chats.update().where(chats.c.id == chat["id"]).values(**values))
+    previous = chat.get("agent_email")
+    chat.update(values)
+    return previous if previous != values["agent_email"] else None
+
+
+def _publish(conn: Connection, chat: dict[str, Any], kind: str) -> None:
+    if chat.get("agent_email"):
+        console.publish(conn, chat["agent_email"], chat["id"], kind, {"chat_id": chat["id"]})
+
+
+def _after_ended(conn: Connection, chat: dict[str, Any]) -> None:
+    """A late event for a chat whose log was already due: render the same Task again."""
+    if chat.get("ended_at") is not None:
+        enqueue(conn, "chat_log", chat["id"])
+        if chat.get("crm_status") != "pending":
+            conn.execute(chats.update().where(chats.c.id == chat["id"]).values(crm_status="pending",
+                                                                                updated_at=utcnow()))
+
+
+def _ok(chat_id: str) -> Outcome:
+    return Outcome(200, {"status": "ok", "chat_id": chat_id})
+
+
+@handles("chat.assigned")
+def apply_assigned(context: EventContext, conn: Connection, envelope: Envelope, data: ChatAssigned,
+                   prepared: Any) -> Outcome:
+    chat = _chat_row(conn, data.chat.id)
+    _record_activity(conn, chat["id"], envelope.id, "assigned", data.assigned_at, {"agent": _person(data.agent)})
+    _refresh_agent(conn, chat)
+    _publish(conn, chat, "pop")
+    _after_ended(conn, chat)
+    return _ok(chat["id"])
+
+
+@handles("chat.message")
+def apply_message(context: EventContext, conn: Connection, envelope: Envelope, data: ChatMessage,
+                  prepared: Any) -> Outcome:
+    chat = _chat_row(conn, data.chat.id)
+    message = data.message
+    exists = conn.execute(select(chat_messages.c.message_id).where(
+        chat_messages.c.chat_id == chat["id"], chat_messages.c.message_id == message.id)).first()
+    if exists is None:  # the same message under another event id changes nothing
+        media = [m.model_dump(exclude_none=True) for m in message.media]
+        conn.execute(chat_messages.insert().values(
+            chat_id=chat["id"], message_id=message.id, sender=message.sender, text=message.text,
+            sent_at=message.sent_at, agent=_person(message.agent), media=media))
+        if message.sender == "consumer":
+            for position, item in enumerate(media):
+                conn.execute(chat_media.insert().values(chat_id=chat["id"], message_id=message.id,
+                                                        position=position, url=item["url"],
+                                                        filename=item.get("filename"), status="pending"))
+        if message.sender == "consumer" and optout.keyword(message.text) is not None:
+            enqueue(conn, "opt_out", chat["id"])
+        _publish(conn, chat, "message")
+        _after_ended(conn, chat)
+    return _ok(chat["id"])
+
+
+@handles("chat.transferred")
+def apply_transferred(context: EventContext, conn: Connection, envelope: Envelope, data: ChatTransferred,
+                      prepared: Any) -> Outcome:
+    chat = _chat_row(conn, data.chat.id)
+    transfer = data.transfer
+    record = {"status": transfer.status, "from_agent": _person(transfer.from_agent),
+              "to_agent": _person(transfer.to_agent), "to_queue": _person(transfer.to_queue)}
+    _record_activity(conn, chat["id"], envelope.id, "transfer", transfer.at, record)
+    previous = _refresh_agent(conn, chat)
+    if previous:
+        console.publish(conn, previous, chat["id"], "transferred", {"chat_id": chat["id"]})
+        _publish(conn, chat, "pop")
+    _publish(conn, chat, "transferred")
+    _after_ended(conn, chat)
+    return _ok(chat["id"])
+
+
+@handles("chat.ended")
+def apply_ended(context: EventContext, conn: Connection, envelope: Envelope, data: ChatEnded,
+                prepared: Any) -> Outcome:
+    chat = _chat_row(conn, data.chat.id)
+    ended = data.chat
+    # Two different chat.ended reports: the later end wins, whatever the arrival order.
+    if chat.get("ended_at") is None or ended.ended_at >= chat["ended_at"]:
+        values = {"ended_at": ended.ended_at, "disconnected_by": ended.disconnected_by,
+                  "disposition": ended.disposition, "updated_at": utcnow()}
+        conn.execute(chats.update().where(chats.c.id == chat["id"]).values(**values))
+        chat.update(values)
+    _after_ended(conn, chat)
+    _publish(conn, chat, "ended")
+    return Outcome(202, {"status": "accepted", "chat_id": chat["id"]})
+
+
+__all__ = ["apply_assigned", "apply_message", "apply_transferred", "apply_ended", "Person"]

@@ -66,6 +66,31 @@ PATHS: dict[str, dict[str, Any]] = {
                  "responses": {"302": {"description": "to the new record's page"}, "400": {"description": "form errors"}}}},
 }
 
+# The outbox of CRM writes (webapp/admin_api.py).
+_ITEM_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}]
+PATHS.update({
+    "/api/admin/outbox": {"get": {
+        "summary": "Outbox counts", "security": ADMIN,
+        "responses": {"200": _json("{\"pending\": n, \"failed\": n, \"done\": n}", {
+            "type": "object", "properties": {k: {"type": "integer"} for k in ("pending", "failed", "done")}}),
+            **_errors(401)}}},
+    "/api/admin/outbox/items": {"get": {
+        "summary": "Outbox items, newest first, with the CRM's error for failed ones", "security": ADMIN,
+        "parameters": [{"name": "status", "in": "query", "schema": {
+                            "type": "string", "enum": ["pending", "running", "failed", "done"]}},
+                       {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                                   "maximum": 1000, "default": 100}}],
+        "responses": {"200": _json("{\"items\": [{\"id\", \"kind\", \"key\", \"status\", \"attempts\", "
+                                   "\"due_at\", \"last_error\", \"updated_at\"}]}"), **_errors(400, 401)}}},
+    "/api/admin/outbox/retry": {"post": {
+        "summary": "Re-queue every failed item now", "security": ADMIN,
+        "responses": {"200": _json("{\"retried\": n}"), **_errors(401)}}},
+    "/api/admin/outbox/{id}/retry": {"post": {
+        "summary": "Re-queue one failed item now", "security": ADMIN, "parameters": _ITEM_ID,
+        "responses": {"200": _json("{\"retried\": 1, \"id\": n}"), **_errors(401, 404),
+                      "409": _json("The item has not failed", ERROR)}}},
+})
+
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {
         "type": "object", "required": ["code", "message"],

@@ -9,4 +9,9 @@ if TYPE_CHECKING:
 
 def start(runtime: "Runtime") -> None:
     """Start every background service; each registers its stop with `runtime.on_close`."""
+    from crmconnector.sync.worker import Worker
+
+    worker = Worker.for_runtime(runtime)
+    worker.start()
+    runtime.on_close(worker.stop)
 

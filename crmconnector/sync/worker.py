@@ -1,10 +1,225 @@
-"""The outbox worker: claims due items, renders from current state, writes to the CRM."""
+"""The outbox worker: claims due items, renders from current state, writes to the CRM.
+
+An item is claimed with a lease (`claimed_by` = a token unique to the claim, `claimed_until`) in one
+short write transaction, processed outside any transaction, and finished only by the holder of that
+token. A worker that dies leaves its lease to expire; the next claim takes the item again. No item is
+claimed while another item of the same kind and key is held, so one chat is never written by two
+threads or processes at once. A CRM error on one item only reschedules that item.
+"""
 from __future__ import annotations
 
-from sqlalchemy import Engine, func, select
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from crmconnector.store import outbox, reading, utcnow
+from sqlalchemy import Connection, Engine, and_, exists, func, or_, select
 
+from crmconnector import console
+from crmconnector.crm.base import CRMBackend
+from crmconnector.settings import Settings
+from crmconnector.store import chats, outbox, reading, utcnow
+from crmconnector.sync.chatlog import MediaFetcher
+from crmconnector.sync.retry import DEFAULT_POLICY, RetryPolicy
+
+if TYPE_CHECKING:
+    from crmconnector.runtime import Runtime
+
+log = logging.getLogger(__name__)
+LEASE_SECONDS = 300.0
+POLL_SECONDS = 1.0
+DEFAULT_THREADS = 8
+
+
+@dataclass(frozen=True)
+class Item:
+    id: int
+    kind: str
+    key: str
+    attempts: int
+    token: str
+
+
+class Done(Exception):
+    """Raised by a handler that finished its item itself (inside its own final transaction)."""
+
+
+# A handler does the item's work; it may finish the item in its own transaction via `finish_done`.
+Handler = Callable[["Worker", Item], None]
+
+
+def claim_due(conn: Connection, token: str, now: datetime, lease_until: datetime, limit: int = 1) -> list[Item]:
+    """Claim up to `limit` due items for `token`: pending and due, or held under an expired lease.
+
+    On PostgreSQL the candidate rows are locked with FOR UPDATE SKIP LOCKED so that instances never
+    wait on each other; on SQLite the caller's BEGIN IMMEDIATE already serializes claims.
+    """
+    other = outbox.alias("other")
+    held_elsewhere = exists().where(other.c.kind == outbox.c.kind, other.c.key == outbox.c.key,
+                                    other.c.id != outbox.c.id, other.c.status == "running",
+                                    other.c.claimed_until >= now)
+    due = or_(and_(outbox.c.status == "pending", outbox.c.due_at <= now),
+              and_(outbox.c.status == "running", outbox.c.claimed_until < now))
+    stmt = (select(outbox.c.id, outbox.c.kind, outbox.c.key, outbox.c.attempts)
+            .where(due, ~held_elsewhere).order_by(outbox.c.due_at, outbox.c.id).limit(limit * 4))
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True, of=outbox)
+    claimed: list[Item] = []
+    keys: set[tuple[str, str]] = set()
+    for row in conn.execute(stmt).all():
+        if (row.kind, row.key) in keys or len(claimed) >= limit:
+            continue
+        result = conn.execute(outbox.update().where(outbox.c.id == row.id, due).values(
+            status="running", claimed_by=token, claimed_until=lease_until, attempts=row.attempts + 1,
+            updated_at=now))
+        if result.rowcount == 1:
+            keys.add((row.kind, row.key))
+            claimed.append(Item(row.id, row.kind, row.key, row.attempts + 1, token))
+    return claimed
+
+
+def _mine(item: Item) -> Any:
+    return and_(outbox.c.id == item.id, outbox.c.claimed_by == item.token, outbox.c.status == "running")
+
+
+def finish_done(conn: Connection, item: Item, note: str | None = None) -> None:
+    """Mark the item done, in the caller's transaction (only if this claim still holds it)."""
+    conn.execute(outbox.update().where(_mine(item)).values(
+        status="done", claimed_by=None, claimed_until=None, last_error=note, updated_at=utcnow()))
+
+
+class Worker:
+    """Processes outbox items; `run_once()` drains what is due now, `start()` runs threads."""
+
+    def __init__(self, engine: Engine, crm: CRMBackend, settings: Settings, *,
+                 name: str | None = None, policy: RetryPolicy = DEFAULT_POLICY,
+                 lease_seconds: float = LEASE_SECONDS, clock: Callable[[], datetime] = utcnow,
+                 fetch_media: MediaFetcher | None = None, notify: Callable[[], None] | None = None,
+                 wait: Callable[[float], bool] | None = None):
+        from crmconnector.sync import handlers
+
+        self.engine, self.crm, self.settings = engine, crm, settings
+        self.name = name or f"worker-{uuid.uuid4().hex[:8]}"
+        self.policy, self.lease_seconds, self.clock = policy, lease_seconds, clock
+        self.fetch_media = fetch_media if fetch_media is not None else handlers.default_fetcher(settings)
+        self.notify = notify or (lambda: None)
+        self.handlers: Mapping[str, Handler] = handlers.HANDLERS
+        self._stop = threading.Event()
+        self._wait = wait
+        self._threads: list[threading.Thread] = []
+
+    @classmethod
+    def for_runtime(cls, runtime: "Runtime", **options: Any) -> "Worker":
+        return cls(runtime.engine, runtime.crm, runtime.settings, notify=runtime.wakeup.notify,
+                   wait=runtime.wakeup.wait, **options)
+
+    # -- one pass --------------------------------------------------------------------------------
+
+    def claim(self, limit: int = 1) -> list[Item]:
+        now = self.clock()
+        token = f"{self.name}:{uuid.uuid4().hex[:12]}"
+        with self.engine.begin() as conn:
+            return claim_due(conn, token, now, now + timedelta(seconds=self.lease_seconds), limit)
+
+    def run_once(self, limit: int | None = None) -> int:
+        """Process due items one by one until none is due (or `limit`); return how many were processed."""
+        processed = 0
+        while limit is None or processed < limit:
+            if self._stop.is_set():
+                break
+            items = self.claim()
+            if not items:
+                break
+            for item in items:
+                self.process(item)
+                processed += 1
+        return processed
+
+    def process(self, item: Item) -> None:
+        handler = self.handlers.get(item.kind)
+        try:
+            if handler is None:
+                raise LookupError(f"no handler for outbox kind {item.kind!r}")
+            handler(self, item)
+        except Done:
+            pass
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded on its own item
+            self._failed(item, exc)
+        else:
+            with self.engine.begin() as conn:
+                finish_done(conn, item)
+
+    def _failed(self, item: Item, exc: Exception) -> None:
+        message = str(exc) or type(exc).__name__
+        from crmconnector.crm.errors import CRMError
+
+        if not isinstance(exc, CRMError):
+            log.error("outbox item %s (%s) failed unexpectedly", item.id, item.kind, exc_info=exc)
+            message = f"{type(exc).__name__}: {message}"
+        final = self.policy.is_final(exc)
+        with self.engine.begin() as conn:
+            if final:
+                values: dict[str, Any] = {"status": "failed"}
+            else:
+                due = self.clock() + timedelta(seconds=self.policy.delay(item.attempts, exc))
+                values = {"status": "pending", "due_at": due}
+            result = conn.execute(outbox.update().where(_mine(item)).values(
+                claimed_by=None, claimed_until=None, last_error=message[:4000], updated_at=utcnow(), **values))
+            if final and result.rowcount and item.kind == "chat_log":
+                set_crm_status(conn, item.key, "failed", error=message[:4000])
+        if final:
+            self.notify()
+        log.warning("outbox item %s (%s) %s: %s", item.id, item.kind,
+                    "failed" if final else "will be retried", message[:200])
+
+    # -- threads ---------------------------------------------------------------------------------
+
+    def start(self, threads: int = DEFAULT_THREADS) -> None:
+        for n in range(threads):
+            thread = threading.Thread(target=self._loop, name=f"{self.name}-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.run_once(limit=20)
+            except Exception:  # noqa: BLE001 - e.g. the database is away for a moment
+                log.exception("outbox worker pass failed")
+                busy = 0
+            if not busy and not self._stop.is_set():
+                (self._wait or self._stop.wait)(POLL_SECONDS)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the threads; items they still hold go back to pending for the next worker."""
+        self._stop.set()
+        self.notify()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+        with self.engine.begin() as conn:
+            conn.execute(outbox.update().where(outbox.c.status == "running",
+                                               outbox.c.claimed_by.like(f"{self.name}:%")).values(
+                status="pending", claimed_by=None, claimed_until=None, updated_at=utcnow()))
+
+
+def set_crm_status(conn: Connection, chat_id: str, status: str, *, task_id: str | None = None,
+                   error: str | None = None) -> None:
+    """Record the chat's CRM status and tell its agent's console when it changed."""
+    row = conn.execute(select(chats.c.crm_status, chats.c.agent_email).where(chats.c.id == chat_id)).first()
+    if row is None:
+        return
+    values: dict[str, Any] = {"crm_status": status, "crm_error": error, "updated_at": utcnow()}
+    if task_id:
+        values["task_id"] = task_id
+    conn.execute(chats.update().where(chats.c.id == chat_id).values(**values))
+    if row.crm_status != status and row.agent_email:
+        console.publish(conn, row.agent_email, chat_id, "status", {"chat_id": chat_id})
+
+
+# -- admin views -----------------------------------------------------------------------------------
 
 def outbox_counts(engine: Engine) -> dict[str, int]:
     with reading(engine) as conn:
@@ -13,8 +228,40 @@ def outbox_counts(engine: Engine) -> dict[str, int]:
             "done": counts.get("done", 0)}
 
 
-def retry_failed(engine: Engine) -> int:
-    with engine.begin() as conn:
-        result = conn.execute(outbox.update().where(outbox.c.status == "failed").values(
-            status="pending", due_at=utcnow(), attempts=0, updated_at=utcnow()))
+def list_items(engine: Engine, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    stmt = select(outbox).order_by(outbox.c.updated_at.desc(), outbox.c.id.desc()).limit(limit)
+    if status:
+        stmt = stmt.where(outbox.c.status == ("running" if status == "running" else status))
+    with reading(engine) as conn:
+        rows = conn.execute(stmt).mappings().all()
+    return [{"id": r["id"], "kind": r["kind"], "key": r["key"], "status": r["status"], "attempts": r["attempts"],
+             "due_at": r["due_at"].isoformat() if r["due_at"] else None, "last_error": r["last_error"],
+             "updated_at": r["updated_at"].isoformat() if r["updated_at"] else None} for r in rows]
+
+
+def _requeue(conn: Connection, condition: Any) -> int:
+    keys = conn.execute(select(outbox.c.kind, outbox.c.key).where(condition)).all()
+    now = utcnow()
+    result = conn.execute(outbox.update().where(condition).values(
+        status="pending", due_at=now, attempts=0, claimed_by=None, claimed_until=None, updated_at=now))
+    for kind, key in keys:
+        if kind == "chat_log":
+            set_crm_status(conn, key, "pending")
     return result.rowcount
+
+
+def retry_failed(engine: Engine) -> int:
+    """Re-queue every failed item now (the admin fixed what the CRM refused)."""
+    with engine.begin() as conn:
+        return _requeue(conn, outbox.c.status == "failed")
+
+
+def retry_item(engine: Engine, item_id: int) -> bool | None:
+    """Re-queue one failed item: True if re-queued, False if it is not failed, None if it does not exist."""
+    with engine.begin() as conn:
+        status = conn.execute(select(outbox.c.status).where(outbox.c.id == item_id)).scalar()
+        if status is None:
+            return None
+        if status != "failed":
+            return False
+        return _requeue(conn, and_(outbox.c.id == item_id, outbox.c.status == "failed")) == 1

@@ -1,0 +1,141 @@
+"""A chat's full current state, loaded in one place for the chat log and the appliers.
+
+Everything here is derived from rows keyed by message id, event id and timestamps, never from
+the order in which events arrived, so the same set of events always gives the same state.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Mapping, Sequence
+
+from sqlalchemy import Connection, select
+
+from crmconnector.store import chat_activity, chat_media, chat_messages, chats
+
+
+def natural_key(value: str) -> tuple[int, int, str]:
+    """Sort numeric ids as numbers ("9" before "10") and others as text, deterministically."""
+    return (0, int(value), value) if value.isdigit() else (1, 0, value)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """An agent taking the chat: a chat.assigned event, or a transfer that ended with a new agent."""
+
+    at: datetime
+    event_id: str
+    agent: Mapping[str, Any]
+    source: str  # assigned, transfer
+
+    @property
+    def sort_key(self) -> tuple[datetime, tuple[int, int, str]]:
+        return (self.at, natural_key(self.event_id))
+
+
+@dataclass(frozen=True)
+class TransferStep:
+    at: datetime
+    event_id: str
+    status: str  # began, failed, ended
+    from_agent: Mapping[str, Any] | None
+    to_agent: Mapping[str, Any] | None
+    to_queue: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class MessageState:
+    message_id: str
+    sender: str
+    text: str
+    sent_at: datetime
+    agent: Mapping[str, Any] | None
+    media: Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class MediaStatus:
+    status: str  # pending, attached, refused
+    reason: str | None
+    filename: str | None
+    content_version_id: str | None
+
+
+@dataclass(frozen=True)
+class ChatState:
+    chat: Mapping[str, Any]
+    messages: tuple[MessageState, ...] = ()
+    assignments: tuple[Assignment, ...] = ()
+    transfers: tuple[TransferStep, ...] = ()
+    media: Mapping[tuple[str, int], MediaStatus] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return str(self.chat["id"])
+
+    @property
+    def first_assignment(self) -> Assignment | None:
+        """The first acceptance: the earliest chat.assigned (a transfer only when there was none)."""
+        assigned = [a for a in self.assignments if a.source == "assigned"] or list(self.assignments)
+        return min(assigned, key=lambda a: a.sort_key) if assigned else None
+
+    @property
+    def current_assignment(self) -> Assignment | None:
+        return max(self.assignments, key=lambda a: a.sort_key) if self.assignments else None
+
+    def agent_at(self, when: datetime) -> Mapping[str, Any] | None:
+        """The agent who held the chat at `when` (the first one, for a message sent before any)."""
+        held = [a for a in self.assignments if a.at <= when]
+        if held:
+            return max(held, key=lambda a: a.sort_key).agent
+        first = self.first_assignment
+        return first.agent if first else None
+
+
+def agent_label(agent: Mapping[str, Any] | None) -> str:
+    """How an agent is named to people: name, else e-mail, else id."""
+    if not agent:
+        return ""
+    for key in ("name", "email", "id"):
+        if agent.get(key):
+            return str(agent[key])
+    return ""
+
+
+def assignments_from(rows: Sequence[Mapping[str, Any]]) -> list[Assignment]:
+    """Assignments out of chat_activity rows (assigned events and ended transfers with a new agent)."""
+    found = []
+    for row in rows:
+        data = row["data"] or {}
+        if row["kind"] == "assigned" and data.get("agent"):
+            found.append(Assignment(row["at"], row["event_id"], data["agent"], "assigned"))
+        elif row["kind"] == "transfer" and data.get("status") == "ended" and data.get("to_agent"):
+            found.append(Assignment(row["at"], row["event_id"], data["to_agent"], "transfer"))
+    return sorted(found, key=lambda a: a.sort_key)
+
+
+def load_assignments(conn: Connection, chat_id: str) -> list[Assignment]:
+    rows = conn.execute(select(chat_activity).where(chat_activity.c.chat_id == chat_id)).mappings().all()
+    return assignments_from(rows)
+
+
+def load(conn: Connection, chat_id: str) -> ChatState | None:
+    """The chat's state as stored now; None when no event of this chat was ever accepted."""
+    chat = conn.execute(select(chats).where(chats.c.id == chat_id)).mappings().first()
+    if chat is None:
+        return None
+    message_rows = conn.execute(select(chat_messages).where(chat_messages.c.chat_id == chat_id)).mappings().all()
+    messages = sorted(
+        (MessageState(r["message_id"], r["sender"], r["text"] or "", r["sent_at"], r["agent"], r["media"] or [])
+         for r in message_rows),
+        key=lambda m: (m.sent_at, natural_key(m.message_id)))
+    activity = conn.execute(select(chat_activity).where(chat_activity.c.chat_id == chat_id)).mappings().all()
+    transfers = sorted(
+        (TransferStep(r["at"], r["event_id"], r["data"].get("status", ""), r["data"].get("from_agent"),
+                      r["data"].get("to_agent"), r["data"].get("to_queue"))
+         for r in activity if r["kind"] == "transfer"),
+        key=lambda t: (t.at, natural_key(t.event_id)))
+    media_rows = conn.execute(select(chat_media).where(chat_media.c.chat_id == chat_id)).mappings().all()
+    media = {(r["message_id"], r["position"]): MediaStatus(r["status"], r["reason"], r["filename"],
+                                                           r["content_version_id"]) for r in media_rows}
+    return ChatState(dict(chat), tuple(messages), tuple(assignments_from(activity)), tuple(transfers), media)

@@ -1,0 +1,58 @@
+"""An agent re-links their chat to another CRM record (the console's pick).
+
+Before the chat log is posted this only changes what it will attach to; after posting, the chat log
+is rendered again so the same Task moves to the new record (WhoId/WhatId).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from crmconnector import console
+from crmconnector.crm.base import CRMBackend
+from crmconnector.crm.errors import CRMRejected
+from crmconnector.store import chats, utcnow
+from crmconnector.sync.outbox import enqueue
+
+LINKABLE_OBJECTS = ("Contact", "Lead", "Account")
+
+
+class LinkError(Exception):
+    """The link cannot be made: `status` 404 (no such chat for this agent, no such record) or 400."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+def link_chat(engine: Engine, crm: CRMBackend, chat_id: str, agent_email: str, object_name: str,
+              record_id: str) -> dict[str, Any]:
+    """Link the agent's chat to the record; returns {"object", "id", "name"}.
+
+    Another agent's chat is reported exactly like a chat that does not exist, so an agent cannot
+    probe for other agents' chats.
+    """
+    with engine.connect() as conn:
+        chat = conn.execute(select(chats.c.agent_email).where(chats.c.id == chat_id)).first()
+    if chat is None or (chat.agent_email or "").lower() != (agent_email or "").strip().lower():
+        raise LinkError(404, "not_found", f"no chat {chat_id} assigned to you")
+    if object_name not in LINKABLE_OBJECTS:
+        raise LinkError(400, "invalid_payload", f"object must be one of {', '.join(LINKABLE_OBJECTS)}", "object")
+    try:
+        record = crm.get(object_name, str(record_id).strip())
+    except CRMRejected:  # a malformed id, or one of another object
+        record = None
+    if record is None:
+        raise LinkError(404, "not_found", f"no {object_name} with id {record_id}", "id")
+    with engine.begin() as conn:
+        current = conn.execute(select(chats).where(chats.c.id == chat_id)).mappings().one()
+        conn.execute(chats.update().where(chats.c.id == chat_id).values(
+            linked_object=record.object, linked_id=record.id, updated_at=utcnow()))
+        if current["ended_at"] is not None:
+            enqueue(conn, "chat_log", chat_id)
+            conn.execute(chats.update().where(chats.c.id == chat_id).values(crm_status="pending"))
+        enqueue(conn, "opt_out", chat_id)  # the consumer's choice follows them to the new record
+        console.publish(conn, current["agent_email"], chat_id, "linked",
+                        {"chat_id": chat_id, "object": record.object, "id": record.id})
+    return {"object": record.object, "id": record.id, "name": record.name}

@@ -1,0 +1,134 @@
+"""What the worker does for each outbox kind: chat_log, match and opt_out.
+
+Each handler reads the chat's current state, makes its CRM calls outside any transaction, then
+records the result and finishes its item in one transaction. A handler with nothing to do yet
+(the chat has not started, its match is pending) finishes its item: the event that completes the
+state enqueues the work again.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from sqlalchemy import select
+
+from crmconnector import chatstate, console, optout
+from crmconnector.preferences import pop_settings
+from crmconnector.settings import Settings
+from crmconnector.store import chat_media, chats, reading, utcnow
+from crmconnector.crm.base import FileUpload
+from crmconnector.sync.chatlog import MediaFetcher, MediaOutcome, gather_media, render
+from crmconnector.sync.outbox import enqueue
+from crmconnector.sync.worker import Done, Item, finish_done, set_crm_status
+
+if TYPE_CHECKING:
+    from crmconnector.sync.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+def chat_log(worker: "Worker", item: Item) -> None:
+    """Create or update the chat's one Task (keyed by CallObject) from its current state."""
+    with reading(worker.engine) as conn:
+        state = chatstate.load(conn, item.key)
+    chat = state.chat if state else {}
+    if state is None or not chat.get("started") or chat.get("ended_at") is None:
+        _finish(worker, item, "waiting for the chat's start and end")
+    if chat.get("match_outcome") == "pending":
+        _finish(worker, item, "waiting for the match")
+    assert state is not None
+    account_id = None
+    if chat.get("linked_object") == "Contact" and chat.get("linked_id"):
+        contact = worker.crm.get("Contact", chat["linked_id"])
+        account_id = (contact.fields.get("AccountId") or None) if contact else None
+    media = gather_media(state, worker.fetch_media)
+    task = render(state, contact_account_id=account_id, media=media)
+    result = worker.crm.upsert_with_files("Task", "CallObject", task.fields, task.files)
+    with worker.engine.begin() as conn:
+        _record_media(conn, state.id, media, result.file_ids)
+        set_crm_status(conn, state.id, "posted", task_id=result.id)
+        finish_done(conn, item)
+    worker.notify()
+    raise Done
+
+
+def _record_media(conn: Any, chat_id: str, media: Mapping[tuple[str, int], MediaOutcome],
+                  file_ids: Mapping[str, str]) -> None:
+    for (message_id, position), outcome in media.items():
+        if outcome.upload is None and (outcome.attached or not outcome.final):
+            continue  # already recorded, or to be tried again next time
+        values = {"status": "attached" if outcome.attached else "refused", "reason": outcome.reason,
+                  "content_version_id": file_ids.get(outcome.upload.key) if outcome.upload else None}
+        conn.execute(chat_media.update().where(chat_media.c.chat_id == chat_id, chat_media.c.message_id == message_id,
+                                               chat_media.c.position == position).values(**values))
+
+
+def match(worker: "Worker", item: Item) -> None:
+    """Match a chat whose match was pending because the CRM did not answer during chat.started."""
+    from crmconnector.chats import match_and_pop, matched_record_json
+
+    with reading(worker.engine) as conn:
+        chat = conn.execute(select(chats).where(chats.c.id == item.key)).mappings().first()
+    if chat is None or not chat["started"] or chat["match_outcome"] != "pending":
+        _finish(worker, item, "nothing to match")
+    assert chat is not None
+    number = chat["consumer_number"]
+    matched = match_and_pop(worker.crm, worker.settings, pop_settings(worker.engine), item.key, number)
+    records = [matched_record_json(r, number, worker.crm, worker.settings.default_region)
+               for r in matched.match.records]
+    with worker.engine.begin() as conn:
+        current = conn.execute(select(chats).where(chats.c.id == item.key)).mappings().one()
+        values: dict[str, Any] = {"match_outcome": matched.match.outcome, "match_records": records,
+                                  "screen_pop": matched.pop.as_json(), "updated_at": utcnow()}
+        linked = matched.pop.linked
+        if not current["linked_id"] and linked is not None:
+            values.update(linked_object=linked.object, linked_id=linked.id)
+        conn.execute(chats.update().where(chats.c.id == item.key).values(**values))
+        if current["agent_email"]:
+            console.publish(conn, current["agent_email"], item.key, "pop", {"chat_id": item.key})
+        if current["ended_at"] is not None:
+            enqueue(conn, "chat_log", item.key)
+        enqueue(conn, "opt_out", item.key)
+        finish_done(conn, item)
+    worker.notify()
+    raise Done
+
+
+def opt_out(worker: "Worker", item: Item) -> None:
+    """Set or clear the linked record's opt-out field from the consumer's latest keyword."""
+    with reading(worker.engine) as conn:
+        state = chatstate.load(conn, item.key)
+    if state is None or state.chat.get("match_outcome") == "pending":
+        _finish(worker, item, "waiting for the match")
+    assert state is not None
+    choice = optout.latest_choice(state.messages)
+    if choice is None:
+        _finish(worker, item)
+    field = pop_settings(worker.engine).opt_out_field
+    if not optout.apply_choice(worker.crm, state.chat.get("linked_object"), state.chat.get("linked_id"),
+                               field, bool(choice)):
+        _finish(worker, item, "no linked Contact or Lead to carry the opt-out")
+
+
+def _finish(worker: "Worker", item: Item, note: str | None = None) -> None:
+    with worker.engine.begin() as conn:
+        finish_done(conn, item, note)
+    raise Done
+
+
+HANDLERS: dict[str, Callable[["Worker", Item], None]] = {"chat_log": chat_log, "match": match, "opt_out": opt_out}
+
+
+def default_fetcher(settings: Settings) -> MediaFetcher | None:
+    """The media downloader (allowed hosts, size cap, SSRF rules); None when it is not installed."""
+    try:
+        from crmconnector.http import make_session
+        from crmconnector.sync.media import media_uploads
+    except ImportError:
+        return None
+    session = make_session(settings)
+
+    def fetch(chat_id: str, message_id: str, position: int, item: Mapping[str, Any]) -> FileUpload | str:
+        return media_uploads(session, settings, chat_id, message_id, position, item)
+
+    return fetch
