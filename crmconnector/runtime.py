@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 from crmconnector.crm import CRMBackend, make_backend
 from crmconnector.intake import EventContext, Intake
-from crmconnector.notify import Wakeup
+from crmconnector.notify_pg import make_wakeup
 from crmconnector.settings import Settings
 from crmconnector.store import make_engine, migrate
 
@@ -22,7 +22,7 @@ class Runtime:
         if migrate_schema:
             migrate(self.engine)
         self.crm = crm or make_backend(settings, self.engine)
-        self.wakeup = Wakeup()
+        self.wakeup = make_wakeup(self.engine)  # LISTEN/NOTIFY on PostgreSQL: wakes other instances too
         self.context = EventContext(self.engine, self.crm, settings, self.wakeup.notify)
         self.intake = Intake(self.context)
         self._stoppers: list[Callable[[], Any]] = []

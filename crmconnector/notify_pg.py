@@ -1,0 +1,130 @@
+"""Wake-ups across instances through PostgreSQL LISTEN/NOTIFY.
+
+Same interface as `notify.Wakeup`. A listener waiting in one process (an agent's stream on instance A)
+is woken when another process (instance B, which took the `chat.assigned`) commits a console event.
+`notify()` wakes local listeners at once and asks a sender thread to NOTIFY the channel; bursts of
+notifies collapse into one NOTIFY, and a process ignores its own. Listeners always re-read the database,
+so a lost connection only delays updates until their next timeout; after a reconnect every listener is
+woken once to catch up.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from typing import Any
+
+from sqlalchemy import Engine
+
+from crmconnector.notify import Wakeup
+
+log = logging.getLogger(__name__)
+CHANNEL = "crmconnector_console"
+RECONNECT_SECONDS = 1.0
+POLL_SECONDS = 0.25  # how often the listener looks up from the socket to see whether it is closed
+
+
+class PgWakeup:
+    """Listens on CHANNEL with a connection of its own and sends NOTIFY after commits."""
+
+    def __init__(self, engine: Engine, channel: str = CHANNEL):
+        self.engine = engine
+        self.channel = channel
+        self.origin = uuid.uuid4().hex
+        self._local = Wakeup()
+        self._closed = threading.Event()
+        self._pending = threading.Event()
+        self._listening = threading.Event()
+        self.listens = 0  # how many times LISTEN was (re-)established
+        self._listener = threading.Thread(target=self._listen_loop, name="pg-listen", daemon=True)
+        self._sender = threading.Thread(target=self._send_loop, name="pg-notify", daemon=True)
+        self._listener.start()
+        self._sender.start()
+
+    # -- the Wakeup interface --------------------------------------------------------------------
+
+    def notify(self) -> None:
+        """Call after the transaction that wrote console events has committed."""
+        self._local.notify()
+        self._pending.set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._local.wait(timeout)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._pending.set()
+        self._listener.join(timeout=5)
+        self._sender.join(timeout=5)
+        self._local.close()
+
+    def listening(self, timeout: float) -> bool:
+        """Whether LISTEN is in place (for tests and readiness)."""
+        return self._listening.wait(timeout)
+
+    # -- threads ---------------------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        """A psycopg connection of our own, outside the pool, in autocommit mode."""
+        pooled = self.engine.raw_connection()
+        conn = pooled.dbapi_connection
+        pooled.detach()
+        conn.autocommit = True
+        return conn
+
+    def _listen_loop(self) -> None:
+        while not self._closed.is_set():
+            conn = None
+            try:
+                conn = self._connect()
+                conn.execute(f'LISTEN "{self.channel}"')
+                self.listens += 1
+                self._listening.set()
+                self._local.notify()  # catch up on whatever happened while we were not listening
+                while not self._closed.is_set():
+                    for note in conn.notifies(timeout=POLL_SECONDS):
+                        if note.payload != self.origin:
+                            self._local.notify()
+            except Exception as exc:  # noqa: BLE001 - keep listening through outages
+                self._listening.clear()
+                if not self._closed.is_set():
+                    log.warning("console wake-ups: listening connection lost (%s); reconnecting",
+                                type(exc).__name__)
+                    self._closed.wait(RECONNECT_SECONDS)
+            finally:
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:  # noqa: BLE001
+                        pass
+
+    def _send_loop(self) -> None:
+        conn = None
+        while True:
+            self._pending.wait()
+            if self._closed.is_set():
+                break
+            self._pending.clear()
+            try:
+                if conn is None or conn.closed:
+                    conn = self._connect()
+                conn.execute("SELECT pg_notify(%s, %s)", (self.channel, self.origin))
+            except Exception as exc:  # noqa: BLE001 - a lost NOTIFY only delays other instances
+                log.warning("console wake-ups: NOTIFY failed (%s)", type(exc).__name__)
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:  # noqa: BLE001
+                        pass
+                conn = None
+                self._closed.wait(RECONNECT_SECONDS)
+                self._pending.set()  # try again on a new connection
+        if conn is not None:
+            conn.close()
+
+
+def make_wakeup(engine: Engine) -> Any:
+    """The wake-up fitting the database: LISTEN/NOTIFY on PostgreSQL, in-process otherwise."""
+    if engine.dialect.name == "postgresql":
+        return PgWakeup(engine)
+    return Wakeup()
