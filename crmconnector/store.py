@@ -188,6 +188,17 @@ job_runs = Table(
     Column("created", Integer, nullable=False, default=0),
     Column("failed", Integer, nullable=False, default=0),
     Column("error", Text),
+    Column("status", String(16), nullable=False, default="running"),  # running, ok, error
+    Column("skipped", Integer, nullable=False, default=0),
+)
+
+# When each scheduled job runs next, as the scheduler of a running server last said (for `jobs`).
+job_schedule = Table(
+    "job_schedule", metadata,
+    Column("job", String(64), primary_key=True),
+    Column("next_run_at", UTC),
+    Column("interval_seconds", Integer, nullable=False),
+    Column("updated_at", UTC, nullable=False, default=utcnow),
 )
 
 # A lease per named lock: one active runner across processes and instances.

@@ -15,3 +15,6 @@ def start(runtime: "Runtime") -> None:
     worker.start()
     runtime.on_close(worker.stop)
 
+    from crmconnector.sync import scheduler
+
+    scheduler.start(runtime)
