@@ -1,0 +1,308 @@
+"""Media download for chat logs and tickets, safe against server-side request forgery.
+
+A media URL comes from outside (the SMS platform's event), so fetching it must never let anyone reach
+the connector's own network: loopback, private, link-local (cloud metadata at 169.254.169.254), CGNAT,
+multicast and other non-public addresses are refused after DNS resolution and again on every redirect,
+unless the host is listed explicitly in CRMCONNECTOR_MEDIA_HOSTS. The TCP connection goes to the very
+address that was checked (no second lookup a rebinding DNS server could answer differently), while the
+Host header, TLS SNI and certificate checks keep using the name. Media never goes through a proxy.
+
+API (stable; the chat-log renderer and the abandoned-call job use it):
+- `fetch_media(session, url, *, allowed_hosts, max_bytes, declared_size, content_type_hint, filename=None,
+  fallback_name="media") -> FetchedMedia(data, content_type, filename)`; raises `MediaRefused(reason)`.
+- `media_uploads(session, settings, chat_id, message_id, position, item) -> FileUpload | str`: one media
+  item of an event (`{"url", "content_type", "size_bytes", "filename"}`) as a `FileUpload` keyed
+  `"<chat_id>/<message_id>/<position>"`, or the refusal reason. Never raises: media never holds a Task back.
+- `not_attached_note(item, reason)`: the transcript's `[media not attached: <filename or URL> (<reason>)]`.
+- `crmconnector.sync.media_store.prepare_media(...)` / `mark_attached(...)`: the same, remembered per chat
+  in `chat_media`, so an item is fetched until attached and a refusal is final.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import time
+import unicodedata
+from dataclasses import dataclass
+from typing import Any, Mapping
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
+
+import requests
+from urllib3.exceptions import ReadTimeoutError
+
+from crmconnector.crm.base import FileUpload
+from crmconnector.http import PinnedAdapter, SockAddr, default_timeout
+from crmconnector.settings import Settings
+from crmconnector.sync.addresses import address_problem
+
+log = logging.getLogger(__name__)
+
+MAX_REDIRECTS = 5
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+CHUNK_BYTES = 64 * 1024
+MIN_DEADLINE_SECONDS = 60.0
+ALLOWED_MAJOR_TYPES = ("image", "video", "audio")
+ALLOWED_TYPES = ("application/pdf",)
+# SVG is an image that can carry script: opened from the CRM or the local CRM's pages it would run there.
+REFUSED_TYPES = ("image/svg+xml",)
+GENERIC_TYPES = ("", "application/octet-stream", "binary/octet-stream")
+EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/gif": ".gif", "image/webp": ".webp",
+              "image/heic": ".heic", "image/bmp": ".bmp", "image/tiff": ".tiff", "video/mp4": ".mp4",
+              "video/3gpp": ".3gp", "video/quicktime": ".mov", "video/webm": ".webm", "audio/mpeg": ".mp3",
+              "audio/mp4": ".m4a", "audio/amr": ".amr", "audio/ogg": ".ogg", "audio/wav": ".wav",
+              "audio/x-wav": ".wav", "application/pdf": ".pdf"}
+MAX_FILENAME = 255
+
+
+class MediaRefused(Exception):
+    """A media item was not fetched; `reason` is short and human, for the transcript."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class FetchedMedia:
+    data: bytes
+    content_type: str
+    filename: str
+
+
+@dataclass(frozen=True)
+class _Target:
+    host: str
+    port: int
+    addresses: tuple[SockAddr, ...]
+
+
+def fetch_media(session: requests.Session, url: str, *, allowed_hosts: tuple[str, ...] | None, max_bytes: int,
+                declared_size: int | None, content_type_hint: str | None, filename: str | None = None,
+                fallback_name: str = "media") -> FetchedMedia:
+    """Download `url` under the media rules (module docstring); raise MediaRefused saying why not."""
+    if declared_size is not None and declared_size > max_bytes:
+        raise MediaRefused(f"larger than {max_bytes} bytes")
+    declared = _media_type(content_type_hint)
+    if declared not in GENERIC_TYPES and not _allowed_type(declared):
+        raise MediaRefused(f"content type {declared} not allowed")
+    allowed = None if allowed_hosts is None else frozenset(_host_key(h) for h in allowed_hosts)
+    timeout = default_timeout(session)
+    deadline = time.monotonic() + max(MIN_DEADLINE_SECONDS, 4 * timeout[1])
+    current = url
+    try:
+        for _hop in range(MAX_REDIRECTS + 1):
+            prepared = _request(session, current)
+            target = _check(prepared.url or "", allowed)
+            adapter = PinnedAdapter(target.host, target.port, target.addresses)
+            try:
+                response = adapter.send(prepared, stream=True, timeout=timeout, verify=session.verify,
+                                        cert=session.cert)
+                with response:
+                    if response.status_code in REDIRECTS:
+                        location = response.headers.get("Location")
+                        if not location:
+                            raise MediaRefused(f"HTTP {response.status_code} without a Location")
+                        current = urljoin(current, location.strip())
+                        continue
+                    if response.status_code != 200:
+                        raise MediaRefused(f"HTTP {response.status_code}")
+                    content_type = _settle_type(_media_type(response.headers.get("Content-Type")), declared)
+                    _check_length(response.headers.get("Content-Length"), max_bytes)
+                    data = _read_capped(response, max_bytes, deadline)
+            finally:
+                adapter.close()
+            name = safe_filename(filename) or _url_filename(url, content_type) \
+                or safe_filename(fallback_name + _extension(content_type)) or "media"
+            return FetchedMedia(data=data, content_type=content_type, filename=name)
+        raise MediaRefused(f"more than {MAX_REDIRECTS} redirects")
+    except (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL):
+        raise MediaRefused("invalid URL") from None
+    except requests.exceptions.SSLError:
+        raise MediaRefused("TLS certificate not accepted") from None
+    except (requests.exceptions.Timeout, ReadTimeoutError):
+        raise MediaRefused("timed out") from None
+    except requests.exceptions.ConnectionError as exc:
+        timed_out = any(isinstance(arg, ReadTimeoutError) for arg in exc.args)
+        raise MediaRefused("timed out" if timed_out else "connection failed") from None
+    except requests.exceptions.RequestException:
+        raise MediaRefused("download failed") from None
+
+
+def _host_key(host: str) -> str:
+    """Host names compared as requests sends them: lower case, IDNA-encoded, no brackets or final dot."""
+    host = host.strip().lower().strip("[]").rstrip(".")
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            pass
+    return host
+
+
+def _check(url: str, allowed: frozenset[str] | None) -> _Target:
+    """Refuse a URL by scheme, host list and resolved addresses; return the addresses to pin."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise MediaRefused(f"scheme {scheme or 'missing'} not allowed")
+    host = _host_key(parts.hostname or "")
+    if not host:
+        raise MediaRefused("no host in URL")
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        raise MediaRefused("invalid port") from None
+    listed = allowed is not None and host in allowed
+    if allowed is not None and not listed:
+        raise MediaRefused("host not allowed")
+    addresses = _resolve(host, port)
+    if not listed:
+        for _family, sockaddr in addresses:
+            problem = address_problem(sockaddr[0].split("%")[0])
+            if problem:
+                raise MediaRefused(f"{problem} {sockaddr[0]} refused")
+    return _Target(host=host, port=port, addresses=addresses)
+
+
+def _resolve(host: str, port: int) -> tuple[SockAddr, ...]:
+    """One DNS lookup per hop; its answers are both checked and connected to."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, OSError):
+        raise MediaRefused("host not found") from None
+    found: dict[tuple[Any, ...], SockAddr] = {}
+    for family, _type, _proto, _name, sockaddr in infos:
+        if family in (socket.AF_INET, socket.AF_INET6):
+            found.setdefault(tuple(sockaddr), (family, tuple(sockaddr)))
+    if not found:
+        raise MediaRefused("host not found")
+    return tuple(found.values())
+
+
+def _request(session: requests.Session, url: str) -> requests.PreparedRequest:
+    """A bare GET: none of the session's headers, cookies or auth travel to a media host."""
+    headers = {"User-Agent": str(session.headers.get("User-Agent", "crmconnector")),
+               "Accept": "image/*, video/*, audio/*, application/pdf",
+               "Accept-Encoding": "identity"}
+    return requests.Request("GET", url, headers=headers).prepare()
+
+
+def _media_type(raw: str | None) -> str:
+    return (raw or "").split(";", 1)[0].strip().lower()
+
+
+def _allowed_type(media_type: str) -> bool:
+    if media_type in REFUSED_TYPES:
+        return False
+    return media_type.partition("/")[0] in ALLOWED_MAJOR_TYPES or media_type in ALLOWED_TYPES
+
+
+def _settle_type(served: str, declared: str) -> str:
+    """The file's type: what the server says, or what the event declared when the server is vague."""
+    if served in GENERIC_TYPES:
+        if declared not in GENERIC_TYPES:
+            return declared
+        raise MediaRefused(f"content type {served or 'missing'} not allowed")
+    if not _allowed_type(served):
+        raise MediaRefused(f"content type {served} not allowed")
+    if declared not in GENERIC_TYPES and declared.partition("/")[0] != served.partition("/")[0]:
+        raise MediaRefused(f"content type {served} does not match the declared {declared}")
+    return served
+
+
+def _check_length(raw: str | None, max_bytes: int) -> None:
+    try:
+        length = int(raw) if raw is not None else None
+    except ValueError:
+        return
+    if length is not None and length > max_bytes:
+        raise MediaRefused(f"larger than {max_bytes} bytes")
+
+
+def _read_capped(response: requests.Response, max_bytes: int, deadline: float) -> bytes:
+    """Read the body, stopping as soon as it passes `max_bytes` or the whole download its deadline."""
+    chunks: list[bytes] = []
+    total = 0
+    for chunk in response.iter_content(CHUNK_BYTES):
+        total += len(chunk)
+        if total > max_bytes:
+            raise MediaRefused(f"larger than {max_bytes} bytes")
+        if time.monotonic() > deadline:
+            raise MediaRefused("timed out")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f-\x9f<>:"|?*]')
+
+
+def safe_filename(name: str | None) -> str:
+    """A file name with no path, no control characters and at most 255 characters ('' if nothing is left)."""
+    if not name:
+        return ""
+    name = unicodedata.normalize("NFC", name)
+    name = re.split(r"[/\\]", name)[-1]
+    name = _UNSAFE_CHARS.sub("_", name).strip().lstrip(".").strip()
+    if len(name) > MAX_FILENAME:
+        stem, dot, ext = name.rpartition(".")
+        ext = dot + ext if dot and 0 < len(ext) < 16 else ""
+        name = (stem if ext else name)[:MAX_FILENAME - len(ext)].rstrip() + ext
+    return name
+
+
+def _extension(content_type: str) -> str:
+    return EXTENSIONS.get(content_type, "")
+
+
+def _url_filename(url: str, content_type: str) -> str:
+    """The URL path's last segment, given the type's extension when it has none (CRMs preview by it)."""
+    name = safe_filename(unquote(urlsplit(url).path.rsplit("/", 1)[-1]))
+    if name and "." not in name:
+        name = safe_filename(name + _extension(content_type))
+    return name
+
+
+def media_label(item: Mapping[str, Any]) -> str:
+    """What the transcript calls a media item: its filename, else its URL (without any credentials)."""
+    filename = safe_filename(item.get("filename"))
+    if filename:
+        return filename
+    url = str(item.get("url") or "")
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        netloc = parts.netloc.rpartition("@")[2]
+        url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return url
+
+
+def not_attached_note(item: Mapping[str, Any], reason: str) -> str:
+    """The transcript note of CONTRACT section 4 for a media item that is not attached."""
+    return f"[media not attached: {media_label(item)} ({reason})]"
+
+
+def media_key(chat_id: str, message_id: str, position: int) -> str:
+    return f"{chat_id}/{message_id}/{position}"
+
+
+def media_uploads(session: requests.Session, settings: Settings, chat_id: str, message_id: str, position: int,
+                  item: Mapping[str, Any]) -> FileUpload | str:
+    """One event media item as a FileUpload for the CRM, or the reason it is not attached. Never raises."""
+    url = item.get("url")
+    if not isinstance(url, str) or not url:
+        return "no URL"
+    size = item.get("size_bytes")
+    try:
+        fetched = fetch_media(session, url, allowed_hosts=settings.media_hosts, max_bytes=settings.media_max_bytes,
+                              declared_size=size if isinstance(size, int) else None,
+                              content_type_hint=item.get("content_type"), filename=item.get("filename"),
+                              fallback_name=f"media-{position + 1}")
+    except MediaRefused as refused:
+        log.info("media %s of chat %s not attached: %s", media_key(chat_id, message_id, position), chat_id,
+                 refused.reason)
+        return refused.reason
+    except Exception:  # noqa: BLE001 - a media failure must never hold the Task back
+        log.exception("media download failed for host %s", urlsplit(url).hostname)
+        return "download failed"
+    return FileUpload(key=media_key(chat_id, message_id, position), filename=fetched.filename,
+                      content_type=fetched.content_type, data=fetched.data)
