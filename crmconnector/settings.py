@@ -71,7 +71,7 @@ class Settings:
         env.update(os.environ if environ is None else environ)
         problems: list[str] = []
 
-        def integer(name: str, default: int, minimum: int = 0) -> int:
+        def integer(name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
             raw = env.get(name, "").strip()
             if not raw:
                 return default
@@ -80,8 +80,9 @@ class Settings:
             except ValueError:
                 problems.append(f"{name} must be a whole number, not {raw!r}")
                 return default
-            if value < minimum:
-                problems.append(f"{name} must be at least {minimum}")
+            if value < minimum or (maximum is not None and value > maximum):
+                bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+                problems.append(f"{name} must be {bounds}, not {value}")
             return value
 
         crm = env.get("CRMCONNECTOR_CRM", "local").strip().lower() or "local"
@@ -100,7 +101,7 @@ class Settings:
             database_url=env.get("CRMCONNECTOR_DATABASE_URL", "").strip() or cls.database_url,
             crm=crm,
             host=env.get("CRMCONNECTOR_HOST", "").strip() or cls.host,
-            port=integer("CRMCONNECTOR_PORT", cls.port, 1),
+            port=integer("CRMCONNECTOR_PORT", cls.port, 1, 65535),
             callback_secrets=_split(env.get("CRMCONNECTOR_CALLBACK_SECRETS", "")),
             admin_token=env.get("CRMCONNECTOR_ADMIN_TOKEN", "").strip(),
             default_region=region,
@@ -130,37 +131,24 @@ class Settings:
 
     def salesforce_problems(self) -> list[str]:
         """Which credentials are missing for either supported Salesforce login."""
+        client = (("SALESFORCE_CLIENT_ID", self.salesforce_client_id),
+                  ("SALESFORCE_CLIENT_SECRET", self.salesforce_client_secret))
+        password = (("SALESFORCE_USERNAME", self.salesforce_username),
+                    ("SALESFORCE_PASSWORD", self.salesforce_password))
         if self.salesforce_client_id or self.salesforce_client_secret:
-            missing = [n for n, v in (("SALESFORCE_CLIENT_ID", self.salesforce_client_id),
-                                      ("SALESFORCE_CLIENT_SECRET", self.salesforce_client_secret)) if not v]
+            flow, missing = "the client-credentials flow", [n for n, v in client if not v]
         elif self.salesforce_username or self.salesforce_password:
-            missing = [n for n, v in (("SALESFORCE_USERNAME", self.salesforce_username),
-                                      ("SALESFORCE_PASSWORD", self.salesforce_password)) if not v]
+            flow, missing = "username-password login", [n for n, v in password if not v]
         else:
-            missing = ["SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET"]
-        if not missing:
-            return []
-        return [f"CRMCONNECTOR_CRM=salesforce needs {' and '.join(missing)} "
-                "(client-credentials flow; or SALESFORCE_USERNAME and SALESFORCE_PASSWORD)"]
+            return ["CRMCONNECTOR_CRM=salesforce needs SALESFORCE_CLIENT_ID and SALESFORCE_CLIENT_SECRET "
+                    "(client-credentials flow), or SALESFORCE_USERNAME and SALESFORCE_PASSWORD"]
+        return [f"CRMCONNECTOR_CRM=salesforce with {flow} needs {' and '.join(missing)}"] if missing else []
 
     def with_generated_secrets(self) -> "Settings":
         """Fill an unset callback secret or admin token from the instance folder, generating them once."""
         if self.callback_secrets and self.admin_token:
             return self
-        path = Path(self.instance_path)
-        path.mkdir(parents=True, exist_ok=True)
-        store = path / SECRETS_FILE
-        stored: dict[str, str] = json.loads(store.read_text()) if store.is_file() else {}
-        generated = []
-        for key in ("callback_secret", "admin_token"):
-            if key not in stored:
-                stored[key] = secrets.token_urlsafe(32)
-                generated.append(key)
-        if generated:
-            fd = os.open(store, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                json.dump(stored, handle)
-            os.chmod(store, 0o600)
+        stored, generated = _stored_secrets(self.secrets_file)
         return replace(
             self,
             callback_secrets=self.callback_secrets or (stored["callback_secret"],),
@@ -178,6 +166,49 @@ class Settings:
     def base_url(self) -> str:
         """Where people reach this connector (for links in pops and sign-in links)."""
         return self.public_url or f"http://{self.host}:{self.port}"
+
+
+def _stored_secrets(store: Path) -> tuple[dict[str, str], list[str]]:
+    """The instance's secrets, creating any that are missing; returns them and the names made now.
+
+    The file is written to a temporary name and linked into place, so when several workers start
+    at once exactly one set of secrets wins and every worker uses it.
+    """
+    store.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for _ in range(5):
+        stored = _read_secrets(store)
+        missing = [k for k in ("callback_secret", "admin_token") if not stored.get(k)]
+        if not missing:
+            return stored, []
+        complete = {**stored, **{k: secrets.token_urlsafe(32) for k in missing}}
+        temp = store.with_name(f".{store.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(complete, handle)
+        try:
+            if stored:
+                os.replace(temp, store)  # completing an older file: nobody else creates it
+            else:
+                os.link(temp, store)  # fails if another process created it first
+        except FileExistsError:
+            continue  # another process won the race: use its secrets
+        finally:
+            if temp.exists():
+                temp.unlink()
+        return complete, missing
+    raise SettingsError([f"could not create {store}"])  # pragma: no cover - endless races only
+
+
+def _read_secrets(store: Path) -> dict[str, str]:
+    if not store.is_file():
+        return {}
+    try:
+        data = json.loads(store.read_text())
+    except (OSError, ValueError) as exc:
+        raise SettingsError([f"{store} is unreadable ({exc}); fix it or delete it to generate new secrets"]) from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise SettingsError([f"{store} is not a JSON object of secrets; fix it or delete it to generate new ones"])
+    return data
 
 
 def _split(raw: str) -> tuple[str, ...]:

@@ -1,0 +1,44 @@
+"""The command line refuses a configuration that cannot work, naming what is wrong, before doing anything."""
+from __future__ import annotations
+
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from crmconnector.cli import main
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A working directory of its own and an environment without any of our variables."""
+    for name in list(os.environ):
+        if name.startswith(("CRMCONNECTOR_", "SALESFORCE_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("command", [["serve"], ["check"], ["outbox"], ["import", "Contact", "x.csv"]])
+def test_salesforce_without_credentials_exits_naming_the_variables(workdir, command):
+    (workdir / "x.csv").write_text("LastName\nDoe\n")
+    result = CliRunner().invoke(main, command, env={"CRMCONNECTOR_CRM": "salesforce"})
+    assert result.exit_code == 2
+    assert "SALESFORCE_CLIENT_ID" in result.stderr and "SALESFORCE_CLIENT_SECRET" in result.stderr
+    assert not (workdir / "instance").exists()  # nothing started, nothing created
+
+
+def test_dotenv_in_the_working_directory_is_read(workdir):
+    (workdir / ".env").write_text("CRMCONNECTOR_CRM=salesforce\nSALESFORCE_USERNAME=admin@example.com\n")
+    result = CliRunner().invoke(main, ["serve"])
+    assert result.exit_code == 2
+    assert "with username-password login needs SALESFORCE_PASSWORD\n" in result.stderr
+
+
+def test_invalid_region_and_port_are_named(workdir):
+    result = CliRunner().invoke(main, ["serve"], env={"CRMCONNECTOR_DEFAULT_REGION": "Mars",
+                                                      "CRMCONNECTOR_PORT": "http"})
+    assert result.exit_code == 2
+    assert "CRMCONNECTOR_DEFAULT_REGION 'MARS' is not a known region code" in result.stderr
+    assert "CRMCONNECTOR_PORT must be a whole number, not 'http'" in result.stderr
+    assert "Traceback" not in result.output + result.stderr
