@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from typing import Any
 
@@ -50,11 +51,19 @@ def serve(host: str | None, port: int | None, threads: int) -> None:
 
     settings = load_settings(host=host, port=port)
     runtime = open_runtime(settings)
-    app = create_app(runtime=runtime, background=True)
-    _print_welcome(settings)
     try:
-        waitress.serve(app, host=settings.host, port=settings.port, threads=threads, ident="crmconnector",
-                       channel_timeout=3600, _quiet=True)
+        app = create_app(runtime=runtime, background=True)
+        try:
+            server = waitress.create_server(app, host=settings.host, port=settings.port, threads=threads,
+                                            ident="crmconnector", channel_timeout=3600)
+        except OSError as exc:
+            click.echo(f"crmconnector: cannot listen on {settings.host}:{settings.port}: {exc.strerror} "
+                       "(set CRMCONNECTOR_HOST / CRMCONNECTOR_PORT, or --host / --port)", err=True)
+            sys.exit(1)
+        _print_welcome(settings)
+        # SIGTERM (service managers, containers) stops as cleanly as Ctrl-C: background work is released.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        server.run()  # returns after Ctrl-C or SIGTERM, having closed its sockets and threads
     finally:
         runtime.close()
 
@@ -66,19 +75,26 @@ def _print_welcome(settings: Settings) -> None:
     click.echo(f"  Admin pages:     {base}/admin   (sign in with the admin token)")
     click.echo(f"  Callback URL:    {base}/callbacks/events")
     click.echo(f"  API description: {base}/openapi.json")
-    if "admin_token" in settings.generated:
-        click.echo(f"  Admin token (generated, shown once): {settings.admin_token}")
-    if "callback_secret" in settings.generated:
-        click.echo(f"  Callback secret (generated, shown once): {settings.callback_secrets[0]}")
-    if not settings.generated and (not _env_has("CRMCONNECTOR_ADMIN_TOKEN")
-                                   or not _env_has("CRMCONNECTOR_CALLBACK_SECRETS")):
-        click.echo(f"  Admin token and callback secret: in {settings.secrets_file.resolve()} (owner-only)")
+    where = settings.secrets_file.resolve()
+    for key, label, variable, value in (
+            ("admin_token", "Admin token", "CRMCONNECTOR_ADMIN_TOKEN", settings.admin_token),
+            ("callback_secret", "Callback secret", "CRMCONNECTOR_CALLBACK_SECRETS",
+             settings.callback_secrets[0] if settings.callback_secrets else "")):
+        if key in settings.generated:
+            click.echo(f"  {label} (generated now, shown once; kept owner-only in {where}): {value}")
+        elif _stored_secret(settings, key) == value:
+            click.echo(f"  {label}: in {where} (owner-only)")
+        else:
+            click.echo(f"  {label}: from {variable}")
 
 
-def _env_has(name: str) -> bool:
-    import os
+def _stored_secret(settings: Settings, key: str) -> str | None:
+    import json
 
-    return bool(os.environ.get(name))
+    try:
+        return json.loads(settings.secrets_file.read_text()).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _safe_url(settings: Settings) -> str:
@@ -124,12 +140,19 @@ def import_csv(object_name: str, csv_file: str, batch_size: int) -> None:
         report = import_file(runtime.crm, object_name, csv_file, batch_size=batch_size)
     finally:
         runtime.close()
-    for problem in report.problems[:200]:
-        click.echo(f"line {problem.line}: {problem.reason}", err=True)
-    if len(report.problems) > 200:
-        click.echo(f"... and {len(report.problems) - 200} more bad rows", err=True)
-    click.echo(f"imported {report.imported} {object_name} records; {len(report.problems)} bad rows skipped")
-    sys.exit(1 if report.fatal else 0)
+    if report.fatal:
+        where = f"{csv_file}, line {report.problems[0].line}: " if report.problems[0].line else ""
+        click.echo(f"crmconnector: nothing imported: {where}{report.fatal}", err=True)
+        sys.exit(1)
+    shown = 200
+    for problem in report.problems[:shown]:
+        click.echo(f"{csv_file}, line {problem.line}: {problem.reason}", err=True)
+    if len(report.problems) > shown:
+        click.echo(f"... and {len(report.problems) - shown} more bad rows", err=True)
+    click.echo(f"imported {report.imported} {object_name} records"
+               + (f"; {len(report.problems)} bad rows skipped (listed above)" if report.problems else ""))
+    # Non-zero when rows were skipped, so scripts notice; the good rows are kept either way.
+    sys.exit(1 if report.problems else 0)
 
 
 @main.group()

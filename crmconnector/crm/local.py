@@ -185,8 +185,23 @@ class LocalCRM:
 
     def validate(self, object_name: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         """The row as it would be stored, or CRMRejected with Salesforce's error code."""
+        result = self.validate_many(object_name, [fields])[0]
+        if isinstance(result, CRMRejected):
+            raise result
+        return result
+
+    def validate_many(self, object_name: str,
+                      rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any] | CRMRejected]:
+        """Each row as it would be stored, or its CRMRejected; one connection for the lot (imports)."""
+        self._table(object_name)
+        results: list[dict[str, Any] | CRMRejected] = []
         with self._read() as conn:
-            return self._validated(conn, object_name, fields, partial=False)
+            for fields in rows:
+                try:
+                    results.append(self._validated(conn, object_name, fields, partial=False))
+                except CRMRejected as exc:
+                    results.append(exc)
+        return results
 
     # -- links, health ---------------------------------------------------------------------------
 
