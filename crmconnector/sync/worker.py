@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from sqlalchemy import Connection, Engine, and_, exists, func, or_, select
+from sqlalchemy import Connection, Engine, and_, exists, func, or_, select, text
 
 from crmconnector import console
 from crmconnector.crm.base import CRMBackend
@@ -64,20 +64,32 @@ def claim_due(conn: Connection, token: str, now: datetime, lease_until: datetime
               and_(outbox.c.status == "running", outbox.c.claimed_until < now))
     stmt = (select(outbox.c.id, outbox.c.kind, outbox.c.key, outbox.c.attempts)
             .where(due, ~held_elsewhere).order_by(outbox.c.due_at, outbox.c.id).limit(limit * 4))
-    if conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True, of=outbox)
+    postgres = conn.dialect.name == "postgresql"
+    if postgres:
+        # Lock only as many rows as we may take, so other instances can claim the rest meanwhile.
+        stmt = stmt.limit(limit).with_for_update(skip_locked=True, of=outbox)
     claimed: list[Item] = []
     keys: set[tuple[str, str]] = set()
     for row in conn.execute(stmt).all():
         if (row.kind, row.key) in keys or len(claimed) >= limit:
             continue
-        result = conn.execute(outbox.update().where(outbox.c.id == row.id, due).values(
+        if postgres and not _lock_key(conn, row.kind, row.key):
+            continue  # another instance is claiming this chat's item right now
+        # Checked again in the UPDATE: on PostgreSQL it sees what committed since the SELECT.
+        result = conn.execute(outbox.update().where(outbox.c.id == row.id, due, ~held_elsewhere).values(
             status="running", claimed_by=token, claimed_until=lease_until, attempts=row.attempts + 1,
             updated_at=now))
         if result.rowcount == 1:
             keys.add((row.kind, row.key))
             claimed.append(Item(row.id, row.kind, row.key, row.attempts + 1, token))
     return claimed
+
+
+def _lock_key(conn: Connection, kind: str, key: str) -> bool:
+    """A transaction-scoped advisory lock on (kind, key): two instances claiming different rows of one
+    chat at the same moment cannot both pass the held-elsewhere check."""
+    return bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 0))"),
+                             {"k": f"outbox:{kind}:{key}"}).scalar())
 
 
 def _mine(item: Item) -> Any:
