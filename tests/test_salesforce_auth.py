@@ -94,7 +94,7 @@ def test_bad_client_credentials_give_the_oauth_error(rsps: responses.RequestsMoc
     with pytest.raises(CRMAuthError) as caught:
         crm.ping()
     assert caught.value.code == "invalid_client"
-    assert "invalid_client: invalid client credentials" in str(caught.value)
+    assert str(caught.value) == "invalid_client: Salesforce refused the client credentials: invalid client credentials"
 
 
 def test_bad_credentials_fail_the_check_report(rsps: responses.RequestsMock) -> None:
@@ -103,7 +103,7 @@ def test_bad_credentials_fail_the_check_report(rsps: responses.RequestsMock) -> 
     lines = make_crm().check()
     assert len(lines) == 1
     assert not lines[0].ok and lines[0].what == "Salesforce login"
-    assert "invalid_grant: no client credentials user enabled" in lines[0].detail
+    assert lines[0].detail == "invalid_grant: Salesforce refused the client credentials: no client credentials user enabled"
 
 
 def test_login_server_down_is_retryable(rsps: responses.RequestsMock) -> None:

@@ -201,7 +201,7 @@ def client_credentials_login(session: requests.Session, login_url: str, client_i
     if response.status_code != 200 or not body.get("access_token") or not body.get("instance_url"):
         error = str(body.get("error") or f"HTTP {response.status_code}")
         description = str(body.get("error_description") or "the token answer has no access token")
-        raise CRMAuthError(f"Salesforce refused the client credentials: {error}: {description}",
+        raise CRMAuthError(f"Salesforce refused the client credentials: {description}",
                            code=error, status=response.status_code)
     return str(body["access_token"]), str(body["instance_url"])
 
@@ -225,7 +225,7 @@ def password_login(session: requests.Session, *, username: str, password: str, s
         code, message = exc.code, exc.auth_message
         if isinstance(code, int) and code >= 500:
             raise RetryableCRMError(f"Salesforce login answered HTTP {code}", status=code) from exc
-        raise CRMAuthError(f"Salesforce refused the login: {code}: {message}", code=str(code or "")) from exc
+        raise CRMAuthError(f"Salesforce refused the login: {message}", code=str(code or "")) from exc
     except requests.RequestException as exc:
         raise RetryableCRMError(f"cannot reach the Salesforce login server: {type(exc).__name__}",
                                 code="CONNECTION") from exc

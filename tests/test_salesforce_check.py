@@ -1,0 +1,113 @@
+"""`crmconnector check` against Salesforce: login, API version, object and field access."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import responses
+from click.testing import CliRunner
+from responses import matchers
+
+from crmconnector.cli import main
+from crmconnector.crm.objects import OBJECTS
+from tests.fake_salesforce import (DATA, INSTANCE_URL, LOGIN_URL, TOKEN_URL, FakeSalesforce, add_token, bearer,
+                                   make_crm)
+
+VERSIONS = [{"version": "61.0", "url": "/services/data/v61.0"}, {"version": "62.0", "url": "/services/data/v62.0"}]
+DESCRIBE_BODY = {"batchRequests": [{"method": "GET", "url": f"v62.0/sobjects/{name}/describe"} for name in OBJECTS]}
+
+
+def describe(name: str) -> dict[str, Any]:
+    fields = [{"name": "Id", "createable": False, "updateable": False},
+              *({"name": s.name, "createable": True, "updateable": True} for s in OBJECTS[name])]
+    return {"statusCode": 200, "result": {"name": name, "queryable": True, "createable": True, "fields": fields}}
+
+
+@pytest.fixture
+def rsps() -> Iterator[responses.RequestsMock]:
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+        yield mock
+
+
+def org(rsps: responses.RequestsMock, results: list[dict[str, Any]], versions: Any = VERSIONS) -> None:
+    add_token(rsps)
+    rsps.add(responses.GET, f"{INSTANCE_URL}/services/data/", json=versions, match=[bearer()])
+    if results:
+        rsps.add(responses.POST, f"{DATA}/composite/batch", match=[matchers.json_params_matcher(DESCRIBE_BODY)],
+                 json={"hasErrors": False, "results": results})
+
+
+def test_a_healthy_org_passes_in_three_requests(rsps: responses.RequestsMock) -> None:
+    org(rsps, [describe(name) for name in OBJECTS])
+    crm = make_crm()
+    lines = crm.check()
+    assert all(line.ok for line in lines)
+    assert [line.what for line in lines] == [
+        "Salesforce login", "API version 62.0", "Account: read", "Contact: read, update DoNotCall",
+        "Lead: read, update DoNotCall", "Case: create and read", "Task: create, update and read",
+        "ContentVersion: create and read"]
+    assert crm.request_count == 3
+
+
+def test_each_missing_permission_is_a_failing_line(rsps: responses.RequestsMock) -> None:
+    results = {name: describe(name) for name in OBJECTS}
+    task = copy.deepcopy(results["Task"])
+    task["result"]["fields"] = [f for f in task["result"]["fields"] if f["name"] != "CallObject"]
+    for field in task["result"]["fields"]:
+        if field["name"] == "Description":
+            field["updateable"] = False
+    results["Task"] = task
+    results["Case"]["result"]["createable"] = False
+    results["Contact"]["result"]["fields"] = [
+        {**f, "updateable": False} if f["name"] == "DoNotCall" else f for f in results["Contact"]["result"]["fields"]]
+    results["ContentVersion"] = {"statusCode": 404, "result": [{"errorCode": "NOT_FOUND",
+                                                                "message": "The requested resource does not exist"}]}
+    org(rsps, list(results.values()))
+    failing = [(line.what, line.detail) for line in make_crm().check() if not line.ok]
+    assert failing == [
+        ("Contact.DoNotCall", "not updateable for the integration user"),
+        ("Case: create", "the integration user cannot create records"),
+        ("Task.Description", "not updateable for the integration user"),
+        ("Task.CallObject", "missing or not visible to the integration user (field-level security)"),
+        ("ContentVersion: describe", "NOT_FOUND: The requested resource does not exist"),
+    ]
+
+
+def test_an_api_version_the_org_lacks_fails(rsps: responses.RequestsMock) -> None:
+    org(rsps, [], versions=[{"version": "58.0"}, {"version": "61.0"}])
+    lines = make_crm().check()
+    assert lines[-1].ok is False
+    assert lines[-1].detail == "not offered by this org (newest: 61.0); set SALESFORCE_API_VERSION"
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    return {"CRMCONNECTOR_CRM": "salesforce", "SALESFORCE_LOGIN_URL": LOGIN_URL, "SALESFORCE_CLIENT_ID": "client",
+            "SALESFORCE_CLIENT_SECRET": "secret", "SALESFORCE_API_VERSION": "62.0",
+            "CRMCONNECTOR_DATABASE_URL": f"sqlite:///{tmp_path / 'state.db'}",
+            "CRMCONNECTOR_INSTANCE_PATH": str(tmp_path / "instance"), "CRMCONNECTOR_ADMIN_TOKEN": "t",
+            "CRMCONNECTOR_CALLBACK_SECRETS": "s"}
+
+
+def test_cli_check_passes_against_a_healthy_org(cli_env: dict[str, str]) -> None:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        fake = FakeSalesforce().install(rsps)
+        result = CliRunner().invoke(main, ["check"], env=cli_env)
+    assert result.exit_code == 0, result.output
+    assert "ok    Task: create, update and read" in result.output
+    assert "8 ok, 0 failed" in result.output
+    assert fake.requests == 3
+
+
+def test_cli_check_with_bad_credentials_says_so_and_exits_1(cli_env: dict[str, str],
+                                                            rsps: responses.RequestsMock) -> None:
+    rsps.add(responses.POST, TOKEN_URL, status=400,
+             json={"error": "invalid_client", "error_description": "invalid client credentials"})
+    result = CliRunner().invoke(main, ["check"], env={**cli_env, "SALESFORCE_CLIENT_SECRET": "wrong"})
+    assert result.exit_code == 1
+    assert ("FAIL  Salesforce login: invalid_client: Salesforce refused the client credentials: "
+            "invalid client credentials") in result.output
+    assert "0 ok, 1 failed" in result.output
