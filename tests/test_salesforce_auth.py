@@ -103,7 +103,8 @@ def test_bad_credentials_fail_the_check_report(rsps: responses.RequestsMock) -> 
     lines = make_crm().check()
     assert len(lines) == 1
     assert not lines[0].ok and lines[0].what == "Salesforce login"
-    assert lines[0].detail == "invalid_grant: Salesforce refused the client credentials: no client credentials user enabled"
+    assert lines[0].detail == ("invalid_grant: Salesforce refused the client credentials: "
+                               "no client credentials user enabled")
 
 
 def test_login_server_down_is_retryable(rsps: responses.RequestsMock) -> None:
@@ -153,7 +154,7 @@ def test_every_request_has_a_timeout_and_the_ca_bundle(rsps: responses.RequestsM
     rsps.add(responses.GET, LIMITS, json={})
     crm = make_crm(ca_bundle="/etc/ssl/corporate-ca.pem", http_timeout_seconds=12.5)
     crm.ping()
-    assert all(call.request.req_kwargs["timeout"] == 12.5 for call in rsps.calls)
+    assert all(call.request.req_kwargs["timeout"] == (10.0, 12.5) for call in rsps.calls)  # connect, read
     assert all(call.request.req_kwargs["verify"] == "/etc/ssl/corporate-ca.pem" for call in rsps.calls)
 
 

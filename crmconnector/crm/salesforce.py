@@ -20,10 +20,12 @@ from crmconnector.crm.errors import CRMError, CRMNotFound, CRMRejected
 from crmconnector.crm.objects import OBJECTS, display_name
 from crmconnector.crm.sf_checks import check_org
 from crmconnector.crm.sf_files import upsert_with_files
-from crmconnector.crm.sf_http import (SalesforceHTTP, client_credentials_login, domain_of, make_session,
-                                      password_login, translate)
+from crmconnector.crm.sf_http import SalesforceHTTP, client_credentials_login, domain_of, password_login, translate
+from crmconnector.http import make_session
 
 if TYPE_CHECKING:
+    import requests
+
     from crmconnector.settings import Settings
 
 COLLECTION_SIZE = 200  # sObject Collections take at most 200 records a request
@@ -93,9 +95,9 @@ class SalesforceCRM:
         self.http = http
 
     @classmethod
-    def from_settings(cls, settings: "Settings") -> "SalesforceCRM":
-        """Build the backend; nothing connects until the first request."""
-        session = make_session(settings.http_timeout_seconds, settings.ca_bundle)
+    def from_settings(cls, settings: "Settings", session: "requests.Session | None" = None) -> "SalesforceCRM":
+        """Build the backend (on the given session, or a new one); nothing connects until the first request."""
+        session = session or make_session(settings)
         http = SalesforceHTTP(session, api_version=settings.salesforce_api_version, login=lambda: ("", ""))
         if settings.salesforce_client_id:
             http._login = partial(client_credentials_login, session, settings.salesforce_login_url,

@@ -1,9 +1,9 @@
-"""Salesforce over HTTP: the shared session, login, and error translation at the edge.
+"""Salesforce over HTTP: login, authenticated calls, and error translation at the edge.
 
-One `requests.Session` (default timeout, REQUESTS_CA_BUNDLE) carries every call, including
-simple-salesforce's username-password login. Nothing connects until the first request; a 401
-INVALID_SESSION_ID logs in again once and repeats the request. Every failure leaves this module as
-one of the errors of `crm/errors.py`.
+One `requests.Session` from `crmconnector.http.make_session` (default timeout, REQUESTS_CA_BUNDLE)
+carries every call, including simple-salesforce's username-password login. Nothing connects until
+the first request; a 401 INVALID_SESSION_ID logs in again once and repeats the request. Every failure
+leaves this module as one of the errors of `crm/errors.py`.
 """
 from __future__ import annotations
 
@@ -30,26 +30,6 @@ log = logging.getLogger(__name__)
 # Error codes that mean "not now" whatever the HTTP status that carries them.
 RETRYABLE_CODES = frozenset({"REQUEST_LIMIT_EXCEEDED", "UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE",
                              "QUERY_TIMEOUT", "TXN_SECURITY_METERING_ERROR", "CONCURRENT_REQUEST_LIMIT_EXCEEDED"})
-
-
-class TimeoutSession(requests.Session):
-    """A Session whose requests time out by default (simple-salesforce sets no timeout itself)."""
-
-    def __init__(self, timeout: float):
-        super().__init__()
-        self.default_timeout = timeout
-
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", self.default_timeout)
-        return super().request(method, url, *args, **kwargs)
-
-
-def make_session(timeout: float, ca_bundle: str | None = None) -> requests.Session:
-    """The one outbound session: a default timeout on every request, and the admin's CA bundle."""
-    session = TimeoutSession(timeout)
-    if ca_bundle:
-        session.verify = ca_bundle
-    return session
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
@@ -111,6 +91,7 @@ class SalesforceHTTP:
         self.api_version = api_version.lstrip("v")
         self._login = login
         self._lock = threading.Lock()
+        self._count_lock = threading.Lock()
         self._token: str | None = None
         self._instance_url: str | None = None
         self.request_count = 0
@@ -136,7 +117,8 @@ class SalesforceHTTP:
 
     def count(self, kind: str) -> None:
         """One more request sent to Salesforce (metrics and benchmarks)."""
-        self.request_count += 1
+        with self._count_lock:
+            self.request_count += 1
         CRM_REQUESTS.labels("salesforce", kind).inc()
 
     # -- requests ----------------------------------------------------------------------------------
