@@ -27,6 +27,10 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 ADMIN = [{"adminToken": []}]
 AGENT = [{"agentSession": []}]
+_OBJECT = {"name": "object_name", "in": "path", "required": True,
+           "schema": {"type": "string", "enum": ["Account", "Contact", "Lead", "Case", "Task", "ContentVersion"]}}
+_RECORD = {"name": "record_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 15,
+                                                                          "maxLength": 18}}
 PATHS: dict[str, dict[str, Any]] = {
     "/callbacks/events": {"post": {
         "summary": "Receive an SMS platform event (signed with HMAC-SHA256)",
@@ -43,31 +47,33 @@ PATHS: dict[str, dict[str, Any]] = {
     "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
         "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
     "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json("OpenAPI 3 document")}}},
-    "/api/crm/{object}": {"get": {
+    "/api/crm/{object_name}": {"get": {
         "summary": "Local CRM: records whose fields equal the query parameters", "security": ADMIN,
-        "parameters": [{"name": "object", "in": "path", "required": True, "schema": {"type": "string"}}],
-        "responses": {"200": _json("{\"records\": [...]}"), **_errors(400, 401, 404)}}},
-    "/api/crm/{object}/{id}": {"get": {
-        "summary": "Local CRM: one record", "security": ADMIN,
-        "parameters": [{"name": "object", "in": "path", "required": True, "schema": {"type": "string"}},
-                       {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "parameters": [_OBJECT, {"name": "limit", "in": "query", "schema": {
+                           "type": "integer", "minimum": 1, "maximum": 2000, "default": 200}}],
+        "responses": {"200": _json("{\"records\": [...], \"totalSize\": n}"), **_errors(400, 401, 404)}}},
+    "/api/crm/{object_name}/{record_id}": {"get": {
+        "summary": "Local CRM: one record", "security": ADMIN, "parameters": [_OBJECT, _RECORD],
         "responses": {"200": _json("the record"), **_errors(401, 404)}}},
-    "/api/crm/ContentVersion/{id}/VersionData": {"get": {
-        "summary": "Local CRM: a file's bytes", "security": ADMIN,
-        "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+    "/api/crm/ContentVersion/{record_id}/VersionData": {"get": {
+        "summary": "Local CRM: a file's bytes", "security": ADMIN, "parameters": [_RECORD],
         "responses": {"200": {"description": "the file", "content": {"application/octet-stream": {}}},
                       **_errors(401, 404)}}},
-    "/crm/{object}/{id}": {"get": {"summary": "Local CRM: a record page (screen-pop target)",
-                                   "responses": {"200": {"description": "HTML page"}}}},
-    "/crm/{object}/new": {
-        "get": {"summary": "Local CRM: new-record form, prefilled from the query",
-                "responses": {"200": {"description": "HTML page"}}},
-        "post": {"summary": "Local CRM: create the record from the form",
-                 "responses": {"302": {"description": "to the new record's page"}, "400": {"description": "form errors"}}}},
+    "/crm/{object_name}/{record_id}": {"get": {
+        "summary": "Local CRM: a record page (screen-pop target; admin or agent session)",
+        "parameters": [_OBJECT, _RECORD],
+        "responses": {"200": {"description": "HTML page"}, "302": {"description": "to sign-in"},
+                      "404": {"description": "no such record"}}}},
+    "/crm/{object_name}/new": {
+        "get": {"summary": "Local CRM: new-record form, prefilled from the query", "parameters": [_OBJECT],
+                "responses": {"200": {"description": "HTML page"}, "302": {"description": "to sign-in"}}},
+        "post": {"summary": "Local CRM: create the record from the form", "parameters": [_OBJECT],
+                 "responses": {"302": {"description": "to the new record's page"}, "400": {"description": "form errors"},
+                               "403": {"description": "not signed in"}}}},
 }
 
 # The outbox of CRM writes (webapp/admin_api.py).
-_ITEM_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}]
+_ITEM_ID = [{"name": "item_id", "in": "path", "required": True, "schema": {"type": "integer"}}]
 PATHS.update({
     "/api/admin/outbox": {"get": {
         "summary": "Outbox counts", "security": ADMIN,
@@ -85,7 +91,7 @@ PATHS.update({
     "/api/admin/outbox/retry": {"post": {
         "summary": "Re-queue every failed item now", "security": ADMIN,
         "responses": {"200": _json("{\"retried\": n}"), **_errors(401)}}},
-    "/api/admin/outbox/{id}/retry": {"post": {
+    "/api/admin/outbox/{item_id}/retry": {"post": {
         "summary": "Re-queue one failed item now", "security": ADMIN, "parameters": _ITEM_ID,
         "responses": {"200": _json("{\"retried\": 1, \"id\": n}"), **_errors(401, 404),
                       "409": _json("The item has not failed", ERROR)}}},

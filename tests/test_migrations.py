@@ -1,0 +1,60 @@
+"""Migrations: a fresh database gets exactly the schema the code declares, and upgrading keeps data."""
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import func, inspect, select
+
+from crmconnector import migrations
+from crmconnector.crm.local import LocalCRM
+from crmconnector.crm.local_schema import TABLES
+from crmconnector.store import app_settings, make_engine, metadata, migrate
+
+
+pytestmark = pytest.mark.both_databases
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(migrations.config()).get_current_head()
+
+
+def test_a_fresh_database_has_no_difference_from_the_declared_schema(database_url):
+    engine = make_engine(database_url)
+    migrate(engine)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+        diff = compare_metadata(context, metadata)
+        assert diff == []
+        assert context.get_current_revision() == head_revision()
+    tables = set(inspect(engine).get_table_names())
+    assert set(metadata.tables) <= tables
+    assert {t.name for t in TABLES.values()} | {"crm_phone_index"} <= tables
+    engine.dispose()
+
+
+def test_migrating_twice_is_a_no_op_that_keeps_data(database_url):
+    engine = make_engine(database_url)
+    migrate(engine)
+    with engine.begin() as conn:
+        conn.execute(app_settings.insert().values(key="kept", value={"n": 1}))
+    contact_table = TABLES["Contact"]
+    local = LocalCRM(engine)
+    cid = local.create("Contact", {"LastName": "Kept", "Phone": "4155550132"})
+    migrate(engine)
+    migrate(engine)
+    with engine.connect() as conn:
+        assert conn.execute(select(app_settings.c.value).where(app_settings.c.key == "kept")).scalar() == {"n": 1}
+        assert conn.execute(select(func.count()).select_from(contact_table)).scalar() == 1
+        assert MigrationContext.configure(conn).get_current_revision() == head_revision()
+    assert [r.id for r in local.find_by_phone(["+14155550132"], ["Contact"])] == [cid]
+    engine.dispose()
+
+
+def test_the_revision_chain_is_linear_with_one_head():
+    script = ScriptDirectory.from_config(migrations.config())
+    assert len(script.get_heads()) == 1
+    revisions = list(script.walk_revisions())
+    assert revisions[-1].down_revision is None
+    assert all(isinstance(r.down_revision, (str, type(None))) for r in revisions)
