@@ -7,7 +7,7 @@ from sqlalchemy import select
 from crmconnector import preferences
 from crmconnector.store import abandoned_calls, job_runs
 from crmconnector.sync.abandoned import run_abandoned_tickets
-from tests.abandoned_support import MediaHost, post_call
+from tests.abandoned_support import LocalMediaServer, MediaHost, post_call
 
 NO_MEDIA = MediaHost({})
 
@@ -209,3 +209,27 @@ def test_batches_cover_every_call(platform, runtime, crm, count, batch):
         post_call(platform, f"b{i}", f"+1415555{1000 + i}")
     assert _run(runtime, batch_size=batch).created == count
     assert sorted(c.fields["SuppliedPhone"] for c in _cases(crm)) == [f"+1415555{1000 + i}" for i in range(count)]
+
+
+def test_media_goes_through_the_safe_downloader(platform, runtime, crm, make_settings):
+    """The job's own fetcher: loopback is refused unless listed, then a real download is attached."""
+    with LocalMediaServer({"/fence.png": ("image/png", b"\x89PNG-fence"),
+                           "/page.html": ("text/html", b"<html>")}) as server:
+        post_call(platform, "c-200", "+14155550177", messages=[
+            {"id": "m1", "text": "photo", "sent_at": "2026-11-21T17:03:30Z",
+             "media": [{"url": server.url("/fence.png"), "filename": "f.png"}]}])
+        assert run_abandoned_tickets(runtime).created == 1  # default: any public host, so not 127.0.0.1
+        refused = _case_of(runtime, crm, "c-200")
+        assert crm.find("ContentVersion", "FirstPublishLocationId", [refused.id]) == []
+        assert "Caller: photo [media not attached: f.png (" in refused.fields["Description"]
+
+        post_call(platform, messages=[{"id": "m1", "text": "photo", "sent_at": "2026-11-21T17:03:30Z", "media": [
+            {"url": server.url("/fence.png"), "content_type": "image/png"},
+            {"url": server.url("/page.html"), "filename": "page.html"}]}])
+        runtime.settings = make_settings(media_hosts=("127.0.0.1",))
+        assert run_abandoned_tickets(runtime).created == 1
+    case = _case_of(runtime, crm, "c-100")
+    files = crm.find("ContentVersion", "FirstPublishLocationId", [case.id])
+    assert [f.fields["Title"] for f in files] == ["fence.png"]
+    assert crm.file_data(files[0].id) == b"\x89PNG-fence"
+    assert "[media not attached: page.html (content type text/html not allowed)]" in case.fields["Description"]
