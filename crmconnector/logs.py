@@ -4,20 +4,27 @@ from __future__ import annotations
 import logging
 import re
 
-_PHONE = re.compile(r"(?<![\w/])\+?\d[\d\s().-]{6,}\d(?![\w])")
-_SECRET = re.compile(r"(?i)(token|secret|password|authorization|sig(?:nature)?|v1)([\"']?\s*[:=]\s*[\"']?)"
-                     r"(bearer\s+)?[^\s,\"'&]+")
+# A run of 8+ digits with phone punctuation, not inside a longer digit run and not followed by a letter
+# (so record ids like 0035g000004ABCDAA3 stay readable); "%2B14155550132" and "/chats/14155550132" match.
+_PHONE = re.compile(r"(?<!\d)\+?\d[\d\s().-]{6,}\d(?![\w])")
+# Dates and hours ("2026-11-21 17" of "2026-11-21 17:03:10") look like phone numbers but are not.
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2})?")
+_SECRET = re.compile(r"(?i)(token|secret|password|passwd|authorization|api[_-]?key|(?<![a-z])sid|session[_-]?id"
+                     r"|sig(?:nature)?|v1)([\"']?\s*[:=>]\s*[\"']?)((?:bearer|basic)\s+)?[^\s,\"'&<]+")
+_AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic)\s+[\w.~+/!=-]{8,}")
 
 
 def redact(text: str) -> str:
     """Mask phone numbers (all but the last 2 digits) and values that follow secret-like keys."""
     def phone(match: re.Match[str]) -> str:
         digits = re.sub(r"\D", "", match.group(0))
-        if len(digits) < 8:
+        if len(digits) < 8 or _DATE.fullmatch(match.group(0)):
             return match.group(0)
         return "+" * match.group(0).startswith("+") + "*" * (len(digits) - 2) + digits[-2:]
 
-    return _PHONE.sub(phone, _SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text))
+    text = _SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
+    text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)} ***", text)
+    return _PHONE.sub(phone, text)
 
 
 class RedactingFormatter(logging.Formatter):

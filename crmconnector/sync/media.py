@@ -7,34 +7,41 @@ unless the host is listed explicitly in CRMCONNECTOR_MEDIA_HOSTS. The TCP connec
 address that was checked (no second lookup a rebinding DNS server could answer differently), while the
 Host header, TLS SNI and certificate checks keep using the name. Media never goes through a proxy.
 
-API (stable; the chat-log renderer and the abandoned-call job use it):
+API (stable; the chat-log worker and the abandoned-call job use it):
 - `fetch_media(session, url, *, allowed_hosts, max_bytes, declared_size, content_type_hint, filename=None,
-  fallback_name="media") -> FetchedMedia(data, content_type, filename)`; raises `MediaRefused(reason)`.
+  fallback_name="media") -> FetchedMedia(data, content_type, filename)`; raises `MediaRefused(reason)`,
+  whose short reason goes into the transcript ("host not allowed", "private address 10.0.0.5 refused",
+  "larger than 10485760 bytes", "content type text/html not allowed", "HTTP 404", "timed out", ...).
 - `media_uploads(session, settings, chat_id, message_id, position, item) -> FileUpload | str`: one media
   item of an event (`{"url", "content_type", "size_bytes", "filename"}`) as a `FileUpload` keyed
   `"<chat_id>/<message_id>/<position>"`, or the refusal reason. Never raises: media never holds a Task back.
+- `make_fetcher(settings, session=None)`: `item -> FetchedMedia` under the settings' rules, raising
+  MediaRefused (for callers that name their files themselves, like the abandoned-call Cases).
 - `not_attached_note(item, reason)`: the transcript's `[media not attached: <filename or URL> (<reason>)]`.
-- `crmconnector.sync.media_store.prepare_media(...)` / `mark_attached(...)`: the same, remembered per chat
-  in `chat_media`, so an item is fetched until attached and a refusal is final.
+Sessions come from `crmconnector.http.make_session` (default timeout, CA bundle); one may be shared by
+threads, since each download sends through its own pinned adapter. Which item was attached or refused is
+remembered per chat in `chat_media` by the chat-log worker, so an item is not fetched again once settled.
 """
 from __future__ import annotations
 
 import logging
-import re
 import socket
 import time
-import unicodedata
 from dataclasses import dataclass
-from typing import Any, Mapping
-from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
+from typing import Any, Callable, Mapping
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from urllib3.exceptions import ReadTimeoutError
 
 from crmconnector.crm.base import FileUpload
-from crmconnector.http import PinnedAdapter, SockAddr, default_timeout
+from crmconnector.http import PinnedAdapter, SockAddr, default_timeout, make_session
 from crmconnector.settings import Settings
 from crmconnector.sync.addresses import address_problem
+from crmconnector.sync.media_names import extension, not_attached_note, safe_filename, url_filename
+
+__all__ = ["FetchedMedia", "MediaRefused", "fetch_item", "fetch_media", "make_fetcher", "media_key", "media_uploads",
+           "not_attached_note", "safe_filename"]
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +54,6 @@ ALLOWED_TYPES = ("application/pdf",)
 # SVG is an image that can carry script: opened from the CRM or the local CRM's pages it would run there.
 REFUSED_TYPES = ("image/svg+xml",)
 GENERIC_TYPES = ("", "application/octet-stream", "binary/octet-stream")
-EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/gif": ".gif", "image/webp": ".webp",
-              "image/heic": ".heic", "image/bmp": ".bmp", "image/tiff": ".tiff", "video/mp4": ".mp4",
-              "video/3gpp": ".3gp", "video/quicktime": ".mov", "video/webm": ".webm", "audio/mpeg": ".mp3",
-              "audio/mp4": ".m4a", "audio/amr": ".amr", "audio/ogg": ".ogg", "audio/wav": ".wav",
-              "audio/x-wav": ".wav", "application/pdf": ".pdf"}
-MAX_FILENAME = 255
 
 
 class MediaRefused(Exception):
@@ -112,8 +113,8 @@ def fetch_media(session: requests.Session, url: str, *, allowed_hosts: tuple[str
                     data = _read_capped(response, max_bytes, deadline)
             finally:
                 adapter.close()
-            name = safe_filename(filename) or _url_filename(url, content_type) \
-                or safe_filename(fallback_name + _extension(content_type)) or "media"
+            name = safe_filename(filename) or url_filename(url, content_type) \
+                or safe_filename(fallback_name + extension(content_type)) or "media"
             return FetchedMedia(data=data, content_type=content_type, filename=name)
         raise MediaRefused(f"more than {MAX_REDIRECTS} redirects")
     except (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL):
@@ -234,75 +235,40 @@ def _read_capped(response: requests.Response, max_bytes: int, deadline: float) -
     return b"".join(chunks)
 
 
-_UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f-\x9f<>:"|?*]')
-
-
-def safe_filename(name: str | None) -> str:
-    """A file name with no path, no control characters and at most 255 characters ('' if nothing is left)."""
-    if not name:
-        return ""
-    name = unicodedata.normalize("NFC", name)
-    name = re.split(r"[/\\]", name)[-1]
-    name = _UNSAFE_CHARS.sub("_", name).strip().lstrip(".").strip()
-    if len(name) > MAX_FILENAME:
-        stem, dot, ext = name.rpartition(".")
-        ext = dot + ext if dot and 0 < len(ext) < 16 else ""
-        name = (stem if ext else name)[:MAX_FILENAME - len(ext)].rstrip() + ext
-    return name
-
-
-def _extension(content_type: str) -> str:
-    return EXTENSIONS.get(content_type, "")
-
-
-def _url_filename(url: str, content_type: str) -> str:
-    """The URL path's last segment, given the type's extension when it has none (CRMs preview by it)."""
-    name = safe_filename(unquote(urlsplit(url).path.rsplit("/", 1)[-1]))
-    if name and "." not in name:
-        name = safe_filename(name + _extension(content_type))
-    return name
-
-
-def media_label(item: Mapping[str, Any]) -> str:
-    """What the transcript calls a media item: its filename, else its URL (without any credentials)."""
-    filename = safe_filename(item.get("filename"))
-    if filename:
-        return filename
-    url = str(item.get("url") or "")
-    parts = urlsplit(url)
-    if parts.username is not None or parts.password is not None:
-        netloc = parts.netloc.rpartition("@")[2]
-        url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return url
-
-
-def not_attached_note(item: Mapping[str, Any], reason: str) -> str:
-    """The transcript note of CONTRACT section 4 for a media item that is not attached."""
-    return f"[media not attached: {media_label(item)} ({reason})]"
-
-
 def media_key(chat_id: str, message_id: str, position: int) -> str:
     return f"{chat_id}/{message_id}/{position}"
+
+
+def fetch_item(session: requests.Session, settings: Settings, item: Mapping[str, Any],
+               fallback_name: str = "media") -> FetchedMedia:
+    """Download one event media item under the settings' host list and size cap (raises MediaRefused)."""
+    url = item.get("url")
+    if not isinstance(url, str) or not url:
+        raise MediaRefused("no URL")
+    size, hint, filename = item.get("size_bytes"), item.get("content_type"), item.get("filename")
+    return fetch_media(session, url, allowed_hosts=settings.media_hosts, max_bytes=settings.media_max_bytes,
+                       declared_size=size if isinstance(size, int) else None,
+                       content_type_hint=hint if isinstance(hint, str) else None,
+                       filename=filename if isinstance(filename, str) else None, fallback_name=fallback_name)
+
+
+def make_fetcher(settings: Settings,
+                 session: requests.Session | None = None) -> Callable[[Mapping[str, Any]], FetchedMedia]:
+    """`fetch_item` bound to the settings and one session (made here when not given)."""
+    bound = session if session is not None else make_session(settings)
+    return lambda item: fetch_item(bound, settings, item)
 
 
 def media_uploads(session: requests.Session, settings: Settings, chat_id: str, message_id: str, position: int,
                   item: Mapping[str, Any]) -> FileUpload | str:
     """One event media item as a FileUpload for the CRM, or the reason it is not attached. Never raises."""
-    url = item.get("url")
-    if not isinstance(url, str) or not url:
-        return "no URL"
-    size = item.get("size_bytes")
+    key = media_key(chat_id, message_id, position)
     try:
-        fetched = fetch_media(session, url, allowed_hosts=settings.media_hosts, max_bytes=settings.media_max_bytes,
-                              declared_size=size if isinstance(size, int) else None,
-                              content_type_hint=item.get("content_type"), filename=item.get("filename"),
-                              fallback_name=f"media-{position + 1}")
+        fetched = fetch_item(session, settings, item, f"media-{position + 1}")
     except MediaRefused as refused:
-        log.info("media %s of chat %s not attached: %s", media_key(chat_id, message_id, position), chat_id,
-                 refused.reason)
+        log.info("media %s not attached: %s", key, refused.reason)
         return refused.reason
     except Exception:  # noqa: BLE001 - a media failure must never hold the Task back
-        log.exception("media download failed for host %s", urlsplit(url).hostname)
+        log.exception("media %s: download failed", key)
         return "download failed"
-    return FileUpload(key=media_key(chat_id, message_id, position), filename=fetched.filename,
-                      content_type=fetched.content_type, data=fetched.data)
+    return FileUpload(key=key, filename=fetched.filename, content_type=fetched.content_type, data=fetched.data)
