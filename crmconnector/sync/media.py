@@ -64,7 +64,7 @@ class MediaRefused(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: callers describe it with a Protocol of plain attributes
 class FetchedMedia:
     data: bytes
     content_type: str
