@@ -112,6 +112,33 @@ class MediaServer:
             handler.end_headers()
         self.routes[path] = handle
 
+    def drip(self, path: str, interval: float = 0.02) -> None:
+        """Send a byte at a time, each well within any read timeout, until the test ends."""
+        def handle(handler: BaseHTTPRequestHandler) -> None:
+            handler.send_response(200)
+            handler.send_header("Content-Type", "image/jpeg")
+            handler.send_header("Content-Length", "1000")
+            handler.end_headers()
+            try:
+                while not self.server.release.wait(interval):
+                    handler.wfile.write(b"d")
+                    handler.wfile.flush()
+            except OSError:
+                return
+        self.routes[path] = handle
+
+    def truncate(self, path: str) -> None:
+        """Promise 5000 bytes, send 100, hang up."""
+        def handle(handler: BaseHTTPRequestHandler) -> None:
+            handler.send_response(200)
+            handler.send_header("Content-Type", "image/jpeg")
+            handler.send_header("Content-Length", "5000")
+            handler.end_headers()
+            handler.wfile.write(b"t" * 100)
+            handler.wfile.flush()
+            handler.close_connection = True
+        self.routes[path] = handle
+
     def hang(self, path: str) -> None:
         """Accept the request and answer nothing until the test ends."""
         def handle(handler: BaseHTTPRequestHandler) -> None:

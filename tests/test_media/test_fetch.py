@@ -289,6 +289,21 @@ def test_a_server_that_does_not_answer_times_out(media_server: MediaServer, netw
     assert refusal(media_server.url("/slow.jpg"), ("127.0.0.1",), timeout=0.3) == "timed out"
 
 
+def test_a_server_dripping_bytes_meets_the_download_deadline(media_server: MediaServer, network: Network) -> None:
+    media_server.drip("/drip.jpg")
+
+    with make_session(timeout=5) as session, pytest.raises(MediaRefused) as caught:
+        fetch_media(session, media_server.url("/drip.jpg"), allowed_hosts=("127.0.0.1",), max_bytes=MAX,
+                    declared_size=None, content_type_hint=None, deadline_seconds=0.3)
+    assert caught.value.reason == "timed out"
+
+
+def test_a_body_cut_short_is_a_connection_failure(media_server: MediaServer, network: Network) -> None:
+    media_server.truncate("/cut.jpg")
+
+    assert refusal(media_server.url("/cut.jpg"), ("127.0.0.1",)) == "connection failed"
+
+
 def test_a_closed_port_is_a_connection_failure(media_server: MediaServer, network: Network) -> None:
     port = media_server.port
     media_server.server.server_close()
