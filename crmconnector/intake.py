@@ -53,6 +53,7 @@ class EventContext:
     crm: CRMBackend
     settings: Settings
     notify: Callable[[], None]
+    ready: Callable[[], bool] = lambda: True  # False while the schema is not yet migrated
 
 
 HANDLERS: dict[str, Handler] = {}
@@ -100,6 +101,8 @@ class Intake:
             raise EventError(400, "invalid_json", f"the body is not JSON: {exc.msg} at line {exc.lineno} "
                                                   f"column {exc.colno}") from None
         envelope = parse_envelope(document)
+        if not self.context.ready():
+            raise StoreUnavailable("the database has not been reachable since start")
         digest = body_hash(document)
         replay = self._replay(envelope.id, digest)
         if replay is not None:

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Callable
+
+from sqlalchemy.exc import OperationalError
 
 from crmconnector.crm import CRMBackend, make_backend
 from crmconnector.intake import EventContext, Intake
@@ -11,6 +14,7 @@ from crmconnector.settings import Settings
 from crmconnector.store import make_engine, migrate
 
 log = logging.getLogger(__name__)
+MIGRATE_RETRY_SECONDS = 1.0
 
 
 class Runtime:
@@ -18,14 +22,45 @@ class Runtime:
 
     def __init__(self, settings: Settings, *, crm: CRMBackend | None = None, migrate_schema: bool = True):
         self.settings = settings
+        self._stoppers: list[Callable[[], Any]] = []
         self.engine = make_engine(settings.database_url)
+        # Set once the schema is current. A database unreachable at start does not stop the process:
+        # callbacks and /readyz answer 503 and the schema is migrated as soon as the database answers.
+        self.schema_ready = threading.Event()
         if migrate_schema:
-            migrate(self.engine)
+            self._migrate_or_wait()
+        else:
+            self.schema_ready.set()
         self.crm = crm or make_backend(settings, self.engine)
         self.wakeup = make_wakeup(self.engine)  # LISTEN/NOTIFY on PostgreSQL: wakes other instances too
-        self.context = EventContext(self.engine, self.crm, settings, self.wakeup.notify)
+        self.context = EventContext(self.engine, self.crm, settings, self.wakeup.notify, self.schema_ready.is_set)
         self.intake = Intake(self.context)
-        self._stoppers: list[Callable[[], Any]] = []
+
+    def _migrate_or_wait(self) -> None:
+        try:
+            migrate(self.engine)
+        except OperationalError as exc:
+            log.warning("the database is unreachable (%s); answering 503 until it is back",
+                        type(exc.orig).__name__)
+            stopping = threading.Event()
+            self.on_close(stopping.set)
+            threading.Thread(target=self._migrate_when_reachable, args=(stopping,), name="migrate-retry",
+                             daemon=True).start()
+        else:
+            self.schema_ready.set()
+
+    def _migrate_when_reachable(self, stopping: threading.Event) -> None:
+        while not stopping.wait(MIGRATE_RETRY_SECONDS):
+            try:
+                migrate(self.engine)
+            except OperationalError:
+                continue
+            except Exception:  # noqa: BLE001 - keep trying; the log says why
+                log.exception("migrating the database failed; trying again")
+                continue
+            self.schema_ready.set()
+            log.info("the database is reachable again; schema is current")
+            return
 
     def on_close(self, stop: Callable[[], Any]) -> None:
         self._stoppers.append(stop)

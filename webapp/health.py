@@ -27,7 +27,7 @@ def readyz() -> Any:
     try:
         with reading(runtime.engine) as conn:
             conn.execute(select(1)).all()
-        checks["database"] = "ok"
+        checks["database"] = "ok" if runtime.schema_ready.is_set() else "unavailable: schema not migrated yet"
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         checks["database"] = f"unavailable: {type(exc).__name__}"
     try:
