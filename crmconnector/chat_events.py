@@ -15,7 +15,7 @@ from sqlalchemy import Connection, select
 
 from crmconnector import console, optout
 from crmconnector.chatstate import load_assignments
-from crmconnector.events import ChatAssigned, ChatEnded, ChatMessage, ChatTransferred, Envelope, Person
+from crmconnector.events import ChatAssigned, ChatEnded, ChatMessage, ChatTransferred, Envelope
 from crmconnector.intake import EventContext, Outcome, handles
 from crmconnector.store import chat_activity, chat_media, chat_messages, chats, utcnow
 from crmconnector.sync.outbox import enqueue
@@ -142,5 +142,3 @@ def apply_ended(context: EventContext, conn: Connection, envelope: Envelope, dat
     _publish(conn, chat, "ended")
     return Outcome(202, {"status": "accepted", "chat_id": chat["id"]})
 
-
-__all__ = ["apply_assigned", "apply_message", "apply_transferred", "apply_ended", "Person"]

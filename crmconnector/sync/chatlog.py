@@ -79,7 +79,7 @@ def gather_media(state: ChatState, fetch: MediaFetcher | None) -> dict[tuple[str
             name = media_name(item)
             known = state.media.get(key)
             if known is not None and known.status == "attached":
-                outcomes[key] = MediaOutcome(name, True)
+                outcomes[key] = MediaOutcome(known.filename or name, True)
             elif known is not None and known.status == "refused":
                 outcomes[key] = MediaOutcome(name, False, known.reason)
             elif fetch is None:

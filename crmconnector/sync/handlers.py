@@ -59,6 +59,8 @@ def _record_media(conn: Any, chat_id: str, media: Mapping[tuple[str, int], Media
             continue  # already recorded, or to be tried again next time
         values = {"status": "attached" if outcome.attached else "refused", "reason": outcome.reason,
                   "content_version_id": file_ids.get(outcome.upload.key) if outcome.upload else None}
+        if outcome.upload is not None:
+            values["filename"] = outcome.upload.filename
         conn.execute(chat_media.update().where(chat_media.c.chat_id == chat_id, chat_media.c.message_id == message_id,
                                                chat_media.c.position == position).values(**values))
 

@@ -1,0 +1,58 @@
+"""Lifecycle events with bad data: the contract's 400 naming the field, and nothing stored."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+from sqlalchemy import func, select
+
+from crmconnector.store import chat_activity, chat_messages, chats, console_events, events, outbox, reading
+from tests.chat_support import TOM, assigned, ended, message, transferred
+
+
+def _nothing_stored(runtime) -> bool:
+    with reading(runtime.engine) as conn:
+        return all(conn.execute(select(func.count()).select_from(t)).scalar_one() == 0
+                   for t in (events, chats, chat_messages, chat_activity, outbox, console_events))
+
+
+def _with(data, path, value):
+    data = copy.deepcopy(data)
+    node = data
+    *parents, last = path.split(".")
+    for key in parents:
+        node = node[key]
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return data
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize("kind,data,path,value", [
+    ("chat.message", message("m1", "consumer", "hi", 0), "message.sender", "bot"),
+    ("chat.message", message("m1", "consumer", "hi", 0), "message.media", {"url": "https://x/y.jpg"}),
+    ("chat.message", message("m1", "consumer", "hi", 0), "message.media", [{"filename": "no-url.jpg"}]),
+    ("chat.message", message("m1", "consumer", "hi", 0), "message.sent_at", "yesterday at noon"),
+    ("chat.message", message("m1", "consumer", "hi", 0), "message.id", True),
+    ("chat.message", message("m1", "consumer", "hi", 0), "chat.id", ""),
+    ("chat.message", message("m1", "consumer", "hi", 0), "message.sent_at", _DELETE),
+    ("chat.assigned", assigned(TOM, 0), "assigned_at", "2026-13-45T99:00:00Z"),
+    ("chat.assigned", assigned(TOM, 0), "agent", "Tom"),
+    ("chat.transferred", transferred("began", 0), "transfer.status", "paused"),
+    ("chat.transferred", transferred("began", 0), "transfer.at", 1763744591),
+    ("chat.ended", ended(0), "chat.ended_at", "soon"),
+    ("chat.ended", ended(0), "chat.disconnected_by", "cat"),
+    ("chat.ended", ended(0), "chat.id", {"nested": 1}),
+])
+def test_bad_lifecycle_data_is_a_400_naming_the_field_and_stores_nothing(platform, runtime, kind, data, path,
+                                                                         value):
+    response = platform.post(kind, _with(data, path, value))
+    assert response.status_code == 400
+    error = response.json["error"]
+    assert error["code"] == "invalid_payload"
+    assert error["field"].startswith(f"data.{path}")
+    assert _nothing_stored(runtime)

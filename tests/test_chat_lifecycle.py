@@ -1,0 +1,166 @@
+"""A chat from start to end through the app, the outbox worker and the embedded CRM: one Task,
+exactly as CONTRACT section 4 describes it."""
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from crmconnector.store import chat_messages, chats, console_events, reading
+from tests.chat_support import (CHAT, FULL_CHAT_DESCRIPTION, HUCK, TOM, assigned, ended, full_chat, make_worker,
+                                message, outbox_rows, post_all, started, task_files, tasks, transferred)
+
+
+def _chat(runtime, chat_id=CHAT):
+    with reading(runtime.engine) as conn:
+        return conn.execute(select(chats).where(chats.c.id == chat_id)).mappings().first()
+
+
+def _console(runtime):
+    with reading(runtime.engine) as conn:
+        return [(r.agent_email, r.kind) for r in conn.execute(select(console_events).order_by(console_events.c.id))]
+
+
+def _becky(crm):
+    account = crm.create("Account", {"Name": "Thatcher Fencing"})
+    contact = crm.create("Contact", {"FirstName": "Becky", "LastName": "Thatcher", "Phone": "(415) 555-0132",
+                                     "AccountId": account})
+    return contact, account
+
+
+def test_a_full_chat_becomes_exactly_one_task(platform, runtime, crm):
+    contact, account = _becky(crm)
+    responses = post_all(platform, full_chat())
+    assert [r.status_code for r in responses] == [200] * 13 + [202]
+    assert responses[1].json == {"status": "ok", "chat_id": CHAT}
+    assert responses[-1].json == {"status": "accepted", "chat_id": CHAT}
+    assert make_worker(runtime).run_once() == 1
+    [task] = tasks(crm)
+    fields = {k: v for k, v in task.fields.items() if k not in ("Id", "CreatedDate", "LastModifiedDate", "Name")}
+    assert fields == {
+        "Subject": "SMS chat with +1 415-555-0132", "CallObject": "sms-chat-2415", "CallType": "Inbound",
+        "CallDisposition": "Appointment set", "CallDurationInSeconds": 400, "Status": "Completed",
+        "Priority": "Normal", "ActivityDate": "2026-11-21", "WhoId": contact, "WhatId": account,
+        "Description": FULL_CHAT_DESCRIPTION,
+    }
+    assert task_files(crm, task.id) == [("fence1.jpg", b"bytes of https://media.example/m/1"),
+                                        ("fence2.png", b"bytes of https://media.example/m/2")]
+    chat = _chat(runtime)
+    assert (chat["crm_status"], chat["task_id"], chat["crm_error"]) == ("posted", task.id, None)
+    assert [r["status"] for r in outbox_rows(runtime)] == ["done"]
+
+
+def test_running_the_worker_again_changes_nothing(platform, runtime, crm):
+    _becky(crm)
+    post_all(platform, full_chat())
+    worker = make_worker(runtime)
+    worker.run_once()
+    [first] = tasks(crm)
+    assert worker.run_once() == 0
+    assert tasks(crm) == [first]
+
+
+def test_a_late_message_updates_the_same_task(platform, runtime, crm):
+    post_all(platform, full_chat())
+    worker = make_worker(runtime)
+    worker.run_once()
+    [task] = tasks(crm)
+    late = platform.post("chat.message", message("m8", "consumer", "One more thing", 300))
+    assert late.status_code == 200
+    assert _chat(runtime)["crm_status"] == "pending"
+    assert worker.run_once() == 1
+    [updated] = tasks(crm)
+    assert updated.id == task.id
+    assert updated.fields["Description"].endswith(
+        "[2026-11-21 17:08:00Z] Consumer: Tuesday is great, thanks\n"
+        "[2026-11-21 17:08:10Z] Consumer: One more thing")
+    assert _chat(runtime)["crm_status"] == "posted"
+
+
+def test_a_lead_is_the_who_and_never_has_a_what(platform, runtime, crm):
+    lead = crm.create("Lead", {"LastName": "Finn", "Company": "Raft Co", "Phone": "+14155550132"})
+    post_all(platform, [e for e in full_chat() if e[1] != "chat.transferred"])
+    make_worker(runtime).run_once()
+    [task] = tasks(crm)
+    assert (task.fields["WhoId"], task.fields["WhatId"]) == (lead, None)
+
+
+def test_an_account_is_the_what_and_no_match_links_nothing(platform, runtime, crm):
+    account = crm.create("Account", {"Name": "Thatcher Fencing", "Phone": "+14155550132"})
+    post_all(platform, full_chat())
+    platform.post("chat.started", started("77", number="+12125550100"))
+    platform.post("chat.ended", ended(60, "77"))
+    make_worker(runtime).run_once()
+    [task] = tasks(crm)
+    assert (task.fields["WhoId"], task.fields["WhatId"]) == (None, account)
+    [other] = tasks(crm, "77")
+    assert (other.fields["WhoId"], other.fields["WhatId"]) == (None, None)
+
+
+def test_outbound_chat_without_assignment_has_no_duration(platform, runtime, crm):
+    platform.post("chat.started", started(direction="outbound"))
+    platform.post("chat.ended", ended(60, disconnected_by="agent", disposition="No answer"))
+    make_worker(runtime).run_once()
+    [task] = tasks(crm)
+    assert task.fields["CallType"] == "Outbound"
+    assert task.fields["CallDurationInSeconds"] is None
+    assert task.fields["CallDisposition"] == "No answer"
+    assert task.fields["Description"] == ("Chat ID: 2415\nLanguage: en\nQueue: Fence painting\n"
+                                          "Initiated: 2026-11-21 17:03:10Z\nTerminated: 2026-11-21 17:04:10Z\n"
+                                          "Disconnected by: agent")
+
+
+def test_a_message_before_chat_started_is_kept_until_it_starts(platform, runtime, crm):
+    response = platform.post("chat.message", message("m1", "consumer", "early bird", 0))
+    assert response.status_code == 200
+    placeholder = _chat(runtime)
+    assert placeholder["started"] is False and placeholder["consumer_number"] is None
+    platform.post("chat.ended", ended(30))
+    make_worker(runtime).run_once()
+    assert tasks(crm) == []  # nothing to post before the chat's start is known
+    assert platform.post("chat.started", started()).status_code == 200
+    assert _chat(runtime)["started"] is True
+    make_worker(runtime).run_once()
+    [task] = tasks(crm)
+    assert task.fields["Description"].endswith("[2026-11-21 17:03:10Z] Consumer: early bird")
+
+
+def test_the_same_message_under_another_event_id_is_stored_once(platform, runtime):
+    platform.start_chat()
+    platform.post("chat.message", message("m1", "consumer", "hello", 0), event_id="a")
+    platform.post("chat.message", message("m1", "consumer", "hello", 0), event_id="b")
+    with reading(runtime.engine) as conn:
+        assert len(conn.execute(select(chat_messages)).all()) == 1
+
+
+def test_assignment_sets_the_first_acceptance_and_the_latest_agent(platform, runtime):
+    platform.start_chat()
+    platform.post("chat.assigned", assigned(HUCK, 100))
+    platform.post("chat.assigned", assigned(TOM, 10))  # arrives late, happened first
+    chat = _chat(runtime)
+    assert chat["agent_email"] == "huck@example.com" and chat["agent_name"] == "Huck Finn"
+    assert chat["assigned_at"].isoformat() == "2026-11-21T17:03:20+00:00"
+    platform.post("chat.transferred", transferred("ended", 200, from_agent=HUCK, to_agent=TOM))
+    assert _chat(runtime)["agent_email"] == "tom@example.com"
+    platform.post("chat.transferred", transferred("failed", 300, from_agent=TOM, to_agent=HUCK))
+    assert _chat(runtime)["agent_email"] == "tom@example.com"
+
+
+def test_agents_consoles_hear_pops_messages_transfers_and_the_end(platform, runtime):
+    platform.start_chat()
+    platform.post("chat.assigned", assigned(TOM, 10))
+    platform.post("chat.message", message("m1", "consumer", "hi", 20))
+    platform.post("chat.transferred", transferred("ended", 30, from_agent=TOM, to_agent=HUCK))
+    platform.post("chat.ended", ended(60))
+    make_worker(runtime).run_once()
+    assert _console(runtime) == [
+        ("tom@example.com", "pop"), ("tom@example.com", "message"), ("tom@example.com", "transferred"),
+        ("huck@example.com", "pop"), ("huck@example.com", "transferred"), ("huck@example.com", "ended"),
+        ("huck@example.com", "status")]
+
+
+def test_a_repeated_event_replays_its_response_without_a_second_effect(platform, runtime):
+    platform.start_chat()
+    first = platform.post("chat.ended", ended(60), event_id="end-1")
+    again = platform.post("chat.ended", ended(60), event_id="end-1")
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.json == first.json
+    assert [r["kind"] for r in outbox_rows(runtime)] == ["chat_log"]

@@ -1,0 +1,124 @@
+"""Opt-out/opt-in keywords reach the linked record; an agent re-links a chat and its Task follows."""
+from __future__ import annotations
+
+import pytest
+
+from crmconnector import optout, preferences
+from crmconnector.linking import LinkError, link_chat
+from tests.chat_support import HUCK, TOM, assigned, ended, make_worker, message, outbox_rows, started, tasks
+
+
+@pytest.mark.parametrize("text,choice", [
+    ("STOP", True), ("  stop ", True), ("Stop All", True), ("unsubscribe", True), ("Cancel", True),
+    ("end", True), ("QUIT", True), ("START", False), ("yes", False), ("UnStop", False),
+    ("stop please", None), ("STOP!", None), ("", None), ("yes, Tuesday", None),
+])
+def test_keywords_are_the_whole_text_in_any_case(text, choice):
+    assert optout.keyword(text) is choice
+
+
+def _contact(crm, **fields):
+    return crm.create("Contact", {"LastName": "Thatcher", "Phone": "+14155550132", **fields})
+
+
+def test_stop_sets_do_not_call_and_shows_in_the_transcript(platform, runtime, crm):
+    contact = _contact(crm)
+    platform.start_chat()
+    platform.post("chat.message", message("m1", "consumer", "STOP", 5))
+    platform.post("chat.ended", ended(60))
+    make_worker(runtime).run_once()
+    assert crm.get("Contact", contact).fields["DoNotCall"] is True
+    assert tasks(crm)[0].fields["Description"].endswith("[2026-11-21 17:03:15Z] Consumer: STOP")
+
+
+def test_the_latest_keyword_by_sent_at_wins_whatever_the_arrival_order(platform, runtime, crm):
+    contact = _contact(crm, DoNotCall=True)
+    platform.start_chat()
+    platform.post("chat.message", message("m2", "consumer", "start", 20))
+    platform.post("chat.message", message("m1", "consumer", "STOP", 10))  # older, arrives last
+    make_worker(runtime).run_once()
+    assert crm.get("Contact", contact).fields["DoNotCall"] is False
+
+
+def test_an_agent_saying_stop_changes_nothing(platform, runtime, crm):
+    contact = _contact(crm)
+    platform.start_chat()
+    platform.post("chat.message", message("m1", "agent", "stop", 10))
+    make_worker(runtime).run_once()
+    assert crm.get("Contact", contact).fields["DoNotCall"] is False
+    assert outbox_rows(runtime) == []
+
+
+def test_the_admins_opt_out_field_is_used_and_a_crm_refusal_is_kept(platform, runtime, crm):
+    preferences.save_pop_settings(runtime.engine, {"opt_out_field": "SMS_Opt_Out__c"})
+    _contact(crm)
+    platform.start_chat()
+    platform.post("chat.message", message("m1", "consumer", "quit", 10))
+    make_worker(runtime).run_once()
+    [item] = outbox_rows(runtime)
+    assert item["kind"] == "opt_out" and item["status"] == "failed"
+    assert "SMS_Opt_Out__c" in item["last_error"]
+
+
+def _assigned_chat(platform, crm):
+    first = _contact(crm, FirstName="Becky")
+    platform.start_chat()
+    platform.post("chat.assigned", assigned(TOM, 10))
+    return first
+
+
+def test_linking_another_agents_chat_or_an_unknown_record_is_not_found(platform, runtime, crm):
+    _assigned_chat(platform, crm)
+    lead = crm.create("Lead", {"LastName": "Finn", "Company": "Raft"})
+    with pytest.raises(LinkError) as other_agent:
+        link_chat(runtime.engine, crm, "2415", HUCK["email"], "Lead", lead)
+    with pytest.raises(LinkError) as no_chat:
+        link_chat(runtime.engine, crm, "nope", TOM["email"], "Lead", lead)
+    with pytest.raises(LinkError) as no_record:
+        link_chat(runtime.engine, crm, "2415", TOM["email"], "Lead", "00Q000000000000AAA")
+    with pytest.raises(LinkError) as malformed:
+        link_chat(runtime.engine, crm, "2415", TOM["email"], "Contact", "not-an-id")
+    with pytest.raises(LinkError) as bad_object:
+        link_chat(runtime.engine, crm, "2415", TOM["email"], "Opportunity", lead)
+    assert [e.value.status for e in (other_agent, no_chat, no_record, malformed, bad_object)] == [
+        404, 404, 404, 404, 400]
+    assert other_agent.value.message == no_chat.value.message.replace("nope", "2415")
+
+
+def test_a_link_before_posting_decides_where_the_task_lands(platform, runtime, crm):
+    _assigned_chat(platform, crm)
+    lead = crm.create("Lead", {"LastName": "Finn", "Company": "Raft"})
+    assert link_chat(runtime.engine, crm, "2415", "Tom@Example.com", "Lead", lead) == {
+        "object": "Lead", "id": lead, "name": "Finn"}
+    platform.post("chat.ended", ended(60))
+    make_worker(runtime).run_once()
+    assert (tasks(crm)[0].fields["WhoId"], tasks(crm)[0].fields["WhatId"]) == (lead, None)
+
+
+def test_after_posting_the_task_moves_to_the_new_record(platform, runtime, crm):
+    contact = _assigned_chat(platform, crm)
+    platform.post("chat.message", message("m1", "consumer", "STOP", 20))
+    platform.post("chat.ended", ended(60))
+    worker = make_worker(runtime)
+    worker.run_once()
+    [task] = tasks(crm)
+    assert task.fields["WhoId"] == contact
+    account = crm.create("Account", {"Name": "Thatcher Fencing"})
+    other = crm.create("Contact", {"LastName": "Other", "AccountId": account})
+    link_chat(runtime.engine, crm, "2415", TOM["email"], "Contact", other)
+    worker.run_once()
+    [moved] = tasks(crm)
+    assert moved.id == task.id
+    assert (moved.fields["WhoId"], moved.fields["WhatId"]) == (other, account)
+    assert crm.get("Contact", other).fields["DoNotCall"] is True  # the opt-out follows the consumer
+
+
+def test_a_chat_started_after_an_agent_linked_keeps_the_agents_choice(platform, runtime, crm):
+    _contact(crm)
+    lead = crm.create("Lead", {"LastName": "Finn", "Company": "Raft"})
+    platform.post("chat.assigned", assigned(TOM, 10))  # before chat.started: a placeholder chat
+    link_chat(runtime.engine, crm, "2415", TOM["email"], "Lead", lead)
+    platform.post("chat.started", started())
+    platform.post("chat.ended", ended(60))
+    make_worker(runtime).run_once()
+    assert tasks(crm)[0].fields["WhoId"] == lead

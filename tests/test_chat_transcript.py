@@ -1,0 +1,83 @@
+"""The Task's Description: the 32,000-character cut at a message boundary with the whole transcript
+attached, and media that could not be fetched noted on its message's line."""
+from __future__ import annotations
+
+from crmconnector.sync.handlers import default_fetcher
+from tests.chat_support import ended, fake_fetch, make_worker, message, started, task_files, tasks
+
+NOTE = "[Transcript truncated: the full transcript is attached as transcript-2415.txt]"
+
+
+def _long_chat(platform, count=40, size=1000):
+    platform.post("chat.started", started())
+    for n in range(count):
+        text = f"message {n:02d} " + "x" * (size - 11)
+        platform.post("chat.message", message(f"m{n}", "consumer", text, n))
+    platform.post("chat.ended", ended(3600))
+
+
+def test_a_long_transcript_is_cut_at_a_message_boundary_and_attached_whole(platform, runtime, crm):
+    _long_chat(platform)
+    make_worker(runtime).run_once()
+    [task] = tasks(crm)
+    description = task.fields["Description"]
+    assert len(description) <= 32_000
+    lines = description.split("\n")
+    assert lines[-1] == NOTE
+    kept = [line for line in lines if line.startswith("[2026-")]
+    assert all(len(line) == len("[2026-11-21 17:03:10Z] Consumer: ") + 1000 for line in kept)
+    assert kept[-1].split("Consumer: message ")[1][:2] == f"{len(kept) - 1:02d}"
+    # One more message would not have fitted.
+    assert len(description) - len(NOTE) + len(kept[0]) + 1 > 32_000 - len(NOTE)
+    [(name, data)] = task_files(crm, task.id)
+    assert name == "transcript-2415.txt"
+    full = data.decode()
+    assert full.startswith("Chat ID: 2415\n")
+    assert full.count("Consumer: message ") == 40 and full.endswith("Consumer: message 39 " + "x" * 989 + "\n")
+    assert NOTE not in full
+
+
+def test_a_transcript_that_fits_is_not_cut_and_has_no_file(platform, runtime, crm):
+    _long_chat(platform, count=20)
+    make_worker(runtime).run_once()
+    [task] = tasks(crm)
+    assert NOTE not in task.fields["Description"]
+    assert task.fields["Description"].count("Consumer: message ") == 20
+    assert task_files(crm, task.id) == []
+
+
+def test_refused_media_is_noted_and_never_holds_the_task_back(platform, runtime, crm):
+    """The real downloader: an address on the connector's own machine is refused before connecting."""
+    platform.post("chat.started", started())
+    media = [{"url": "http://127.0.0.1:9/secret.jpg", "content_type": "image/jpeg", "filename": "x.jpg"},
+             {"url": "http://169.254.169.254/latest/meta-data/", "content_type": "image/png"}]
+    platform.post("chat.message", message("m1", "consumer", "look", 5, media=media))
+    platform.post("chat.ended", ended(60))
+    make_worker(runtime, fetch_media=default_fetcher(runtime.settings)).run_once()
+    [task] = tasks(crm)
+    line = task.fields["Description"].split("\n")[-1]
+    assert line.startswith("[2026-11-21 17:03:15Z] Consumer: look [media not attached: x.jpg (")
+    assert "[media not attached: http://169.254.169.254/latest/meta-data/ (" in line
+    assert task_files(crm, task.id) == []
+
+
+def test_media_is_fetched_once_and_a_refusal_is_final(platform, runtime, crm):
+    calls = []
+
+    def fetch(chat_id, message_id, position, item):
+        calls.append(item["url"])
+        return "HTTP 404" if "gone" in item["url"] else fake_fetch(chat_id, message_id, position, item)
+
+    platform.post("chat.started", started())
+    media = [{"url": "https://media.example/a.jpg", "filename": "a.jpg"}, {"url": "https://media.example/gone"}]
+    platform.post("chat.message", message("m1", "consumer", "", 5, media=media))
+    platform.post("chat.ended", ended(60))
+    worker = make_worker(runtime, fetch_media=fetch)
+    worker.run_once()
+    platform.post("chat.message", message("m2", "agent", "late reply", 30))
+    worker.run_once()
+    assert calls == ["https://media.example/a.jpg", "https://media.example/gone"]
+    [task] = tasks(crm)
+    assert ("[2026-11-21 17:03:15Z] Consumer: [attached: a.jpg] "
+            "[media not attached: https://media.example/gone (HTTP 404)]") in task.fields["Description"]
+    assert [name for name, _ in task_files(crm, task.id)] == ["a.jpg"]

@@ -1,0 +1,222 @@
+"""The outbox worker when the CRM misbehaves: down, rate-limited, session expired, rejecting data,
+or our process dying mid-write. Nothing is lost and no Task is ever created twice."""
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from crmconnector.crm.errors import CRMAuthError, CRMRejected, RetryableCRMError
+from crmconnector.store import chats, reading
+from crmconnector.sync.retry import RetryPolicy
+from crmconnector.sync.worker import claim_due, finish_done
+from tests.chat_support import (Clock, DiesAfterWrite, FlakyCRM, ended, full_chat, make_worker, outbox_rows,
+                                post_all, started, tasks, use_crm)
+
+
+def _crm_status(runtime, chat_id="2415"):
+    with reading(runtime.engine) as conn:
+        row = conn.execute(select(chats.c.crm_status, chats.c.crm_error, chats.c.match_outcome)
+                           .where(chats.c.id == chat_id)).first()
+    return tuple(row)
+
+
+def _drain(runtime, worker, clock, rounds=50):
+    """Run the worker, moving time past every backoff, until nothing is pending."""
+    for _ in range(rounds):
+        worker.run_once()
+        clock.advance(700)
+        if not any(r["status"] in ("pending", "running") for r in outbox_rows(runtime)):
+            return
+    raise AssertionError("the outbox did not drain")
+
+
+@pytest.mark.parametrize("error", [
+    lambda: RetryableCRMError("connection refused"),
+    lambda: RetryableCRMError("Service Unavailable", status=503),
+    lambda: RetryableCRMError("TotalRequests Limit exceeded", code="REQUEST_LIMIT_EXCEEDED", status=403,
+                              retry_after=30),
+    lambda: CRMAuthError("Session expired or invalid", code="INVALID_SESSION_ID", status=401),
+], ids=["refused", "503", "rate-limited", "session-expired"])
+def test_a_crm_outage_delays_but_loses_nothing(platform, runtime, crm, error):
+    crm.create("Contact", {"LastName": "Thatcher", "Phone": "+14155550132"})
+    flaky = FlakyCRM(crm, error, failures=6)
+    use_crm(runtime, flaky)
+    responses = post_all(platform, full_chat())
+    assert all(200 <= r.status_code < 300 for r in responses)
+    assert responses[0].json["match"] is None  # matched later, by the outbox
+    clock = Clock()
+    _drain(runtime, make_worker(runtime, clock), clock)
+    assert flaky.failures == 0 and flaky.failed == 6
+    [task] = tasks(crm)
+    assert task.fields["WhoId"] is not None and "Tuesday is great" in task.fields["Description"]
+    assert {r["status"] for r in outbox_rows(runtime)} == {"done"}
+    assert _crm_status(runtime) == ("posted", None, "single")
+
+
+def test_retryable_errors_back_off_exponentially_and_honour_retry_after(platform, runtime, crm):
+    platform.start_chat()
+    platform.post("chat.ended", ended(60))
+    use_crm(runtime, FlakyCRM(crm, lambda: RetryableCRMError("busy", code="UNABLE_TO_LOCK_ROW"), failures=3))
+    clock = Clock()
+    worker = make_worker(runtime, clock, policy=RetryPolicy(base_seconds=2, random=lambda: 0.5))
+    waits = []
+    for _ in range(3):
+        before = clock()
+        assert worker.run_once() == 1
+        [item] = outbox_rows(runtime)
+        assert item["status"] == "pending" and "UNABLE_TO_LOCK_ROW" in item["last_error"]
+        waits.append(round((item["due_at"] - before).total_seconds()))
+        assert worker.run_once() == 0  # not due yet
+        clock.advance(waits[-1] + 1)
+    assert waits == [2, 3, 6]  # half fixed plus half random (0.5) of 2, 4, 8 seconds
+    assert worker.run_once() == 1
+    assert outbox_rows(runtime)[0]["status"] == "done"
+
+    policy = RetryPolicy(random=lambda: 0.0)
+    assert policy.delay(1, RetryableCRMError("slow down", retry_after=120)) == 120
+    assert policy.delay(20, RetryableCRMError("down")) == 300  # capped at 600 s, half of it fixed
+
+
+def test_a_rejected_chat_log_fails_with_the_crms_error_and_blocks_no_other_chat(platform, runtime, crm):
+    for chat_id in ("1", "2"):
+        platform.post("chat.started", started(chat_id))
+        platform.post("chat.ended", ended(60, chat_id))
+
+    class RejectsChatOne(FlakyCRM):
+        def upsert_with_files(self, object_name, key_field, fields, files=()):
+            if fields["CallObject"] == "sms-chat-1":
+                raise CRMRejected("Description: data value too large", code="STRING_TOO_LONG")
+            return self.inner.upsert_with_files(object_name, key_field, fields, files)
+
+    use_crm(runtime, RejectsChatOne(crm, RuntimeError, failures=0))
+    assert make_worker(runtime).run_once() == 2
+    assert tasks(crm, "1") == [] and len(tasks(crm, "2")) == 1
+    failed = [r for r in outbox_rows(runtime) if r["status"] == "failed"]
+    assert [(r["key"], r["last_error"]) for r in failed] == [
+        ("1", "STRING_TOO_LONG: Description: data value too large")]
+    assert _crm_status(runtime, "1")[:2] == ("failed", "STRING_TOO_LONG: Description: data value too large")
+    assert _crm_status(runtime, "2")[0] == "posted"
+
+
+def test_a_crash_between_the_crms_write_and_our_commit_leaves_one_task(platform, runtime, crm):
+    post_all(platform, full_chat())
+    dying = DiesAfterWrite(crm)
+    use_crm(runtime, dying)
+    clock = Clock()
+    worker = make_worker(runtime, clock)
+    worker.run_once()
+    assert len(tasks(crm)) == 1 and outbox_rows(runtime)[0]["status"] == "pending"
+    clock.advance(700)
+    assert worker.run_once() == 1
+    assert dying.writes == 2
+    assert len(tasks(crm)) == 1
+    assert outbox_rows(runtime)[0]["status"] == "done"
+
+
+def test_a_dead_workers_lease_expires_and_another_worker_finishes_its_item(platform, runtime, crm):
+    post_all(platform, full_chat())
+    clock = Clock()
+    dead = make_worker(runtime, clock, name="dead", lease_seconds=60)
+    [held] = dead.claim()
+    crm.upsert_with_files("Task", "CallObject", {"CallObject": "sms-chat-2415", "Status": "Completed",
+                                                 "Subject": "half-written"})  # it wrote, then died
+    survivor = make_worker(runtime, clock, name="survivor", lease_seconds=60)
+    assert survivor.run_once() == 0  # the lease still holds
+    clock.advance(61)
+    assert survivor.run_once() == 1
+    [task] = tasks(crm)
+    assert task.fields["Subject"] == "SMS chat with +1 415-555-0132"
+    with runtime.engine.begin() as conn:
+        finish_done(conn, held)  # the dead worker's late word changes nothing
+    [item] = outbox_rows(runtime)
+    assert item["status"] == "done" and item["attempts"] == 2 and item["claimed_by"] is None
+
+
+def test_an_item_is_claimed_by_one_claim_only(runtime, platform):
+    platform.start_chat()
+    platform.post("chat.ended", ended(60))
+    clock = Clock()
+    now = clock()
+    with runtime.engine.begin() as conn:
+        first = claim_due(conn, "a:1", now, now + timedelta(seconds=60))
+    with runtime.engine.begin() as conn:
+        second = claim_due(conn, "b:1", now, now)
+    assert [i.key for i in first] == ["2415"] and second == []
+
+
+def test_a_new_item_for_a_chat_waits_while_another_item_of_that_chat_is_held(platform, runtime, crm):
+    platform.start_chat()
+    platform.post("chat.ended", ended(60))
+    clock = Clock()
+    holder = make_worker(runtime, clock, name="holder")
+    [held] = holder.claim()
+    platform.post("chat.ended", ended(90), event_id="later-end")  # enqueues a second chat_log item
+    other = make_worker(runtime, clock, name="other")
+    assert other.claim() == []
+    holder.process(held)
+    assert other.run_once() == 1
+    [task] = tasks(crm)
+    assert "Terminated: 2026-11-21 17:04:40Z" in task.fields["Description"]
+
+
+class CountingCRM(FlakyCRM):
+    """Records how many writes of one Task are in flight at once, and each Task's writes."""
+
+    def __init__(self, inner):
+        super().__init__(inner, RuntimeError, failures=0)
+        self.in_flight: dict[str, int] = {}
+        self.most_at_once = 0
+        self.writes: dict[str, int] = {}
+
+    def upsert_with_files(self, object_name, key_field, fields, files=()):
+        key = fields[key_field]
+        with self._lock:
+            self.in_flight[key] = self.in_flight.get(key, 0) + 1
+            self.most_at_once = max(self.most_at_once, self.in_flight[key])
+            self.writes[key] = self.writes.get(key, 0) + 1
+        try:
+            time.sleep(0.01)
+            return self.inner.upsert_with_files(object_name, key_field, fields, files)
+        finally:
+            with self._lock:
+                self.in_flight[key] -= 1
+
+
+def test_several_workers_never_process_one_item_twice(platform, runtime, crm):
+    chat_ids = [str(n) for n in range(1, 31)]
+    for chat_id in chat_ids:
+        platform.post("chat.started", started(chat_id))
+        platform.post("chat.ended", ended(60, chat_id))
+    counting = CountingCRM(crm)
+    use_crm(runtime, counting)
+    workers = [make_worker(runtime, name=f"w{n}") for n in range(4)]
+    threads = [threading.Thread(target=w.run_once) for w in workers for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert counting.writes == {f"sms-chat-{c}": 1 for c in chat_ids}
+    assert counting.most_at_once == 1
+    assert {r["status"] for r in outbox_rows(runtime)} == {"done"}
+    assert all(len(tasks(crm, c)) == 1 for c in chat_ids)
+
+
+def test_the_background_worker_posts_without_being_asked(platform, runtime, crm):
+    from crmconnector.sync.worker import Worker
+
+    worker = Worker.for_runtime(runtime)
+    worker.start(threads=2)
+    try:
+        platform.start_chat()
+        platform.post("chat.ended", ended(60))
+        for _ in range(200):  # woken by the event's commit; polls as a fallback
+            if tasks(crm):
+                break
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+    assert len(tasks(crm)) == 1
