@@ -40,6 +40,7 @@ bench: install-test
 	$(BIN)/python bench/match_latency.py
 	$(BIN)/python bench/api_calls.py
 	$(BIN)/python bench/abandoned.py
+	$(BIN)/python bench/outbox_drain.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
