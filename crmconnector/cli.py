@@ -42,14 +42,21 @@ def main(verbose: bool) -> None:
 @main.command()
 @click.option("--host", default=None, help="Listen address (CRMCONNECTOR_HOST).")
 @click.option("--port", type=int, default=None, help="Listen port (CRMCONNECTOR_PORT).")
-@click.option("--threads", type=int, default=32, show_default=True, help="Request threads.")
-def serve(host: str | None, port: int | None, threads: int) -> None:
+@click.option("--threads", type=int, default=32, show_default=True, help="Request threads (per worker).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes (more than 1 runs gunicorn; each worker runs its share of the outbox).")
+def serve(host: str | None, port: int | None, threads: int, workers: int) -> None:
     """Run the connector: callbacks, agent console, admin pages, outbox worker and scheduler."""
     import waitress
 
     from webapp import create_app
 
     settings = load_settings(host=host, port=port)
+    if workers > 1:
+        from webapp.wsgi import serve_workers
+
+        serve_workers(settings, workers, threads, on_ready=lambda: _print_welcome(settings))
+        return
     runtime = open_runtime(settings)
     try:
         app = create_app(runtime=runtime, background=True)
@@ -184,7 +191,8 @@ def agents_add(email: str, name: str | None) -> None:
 @main.group(invoke_without_command=True)
 @click.pass_context
 def jobs(ctx: click.Context) -> None:
-    """Scheduled jobs: their last and next runs (`jobs run NAME` runs one now)."""
+    """Scheduled jobs: their last and next runs (`jobs run NAME` runs one now, `jobs retry NAME`
+    re-queues what the CRM rejected)."""
     if ctx.invoked_subcommand is None:
         from crmconnector.sync.jobs_report import print_jobs
 
@@ -208,6 +216,20 @@ def jobs_run(name: str) -> None:
         runtime.close()
     click.echo(result.summary())
     sys.exit(1 if result.failed else 0)
+
+
+@jobs.command(name="retry")
+@click.argument("name", type=click.Choice(["abandoned-tickets"]))
+def jobs_retry(name: str) -> None:
+    """Give the calls the CRM rejected another try in the job's next run."""
+    from crmconnector.sync.abandoned import retry_failed_calls
+
+    runtime = open_runtime(load_settings())
+    try:
+        count = retry_failed_calls(runtime.engine)
+    finally:
+        runtime.close()
+    click.echo(f"re-queued {count} failed call(s) for the next run")
 
 
 @main.group(invoke_without_command=True)
