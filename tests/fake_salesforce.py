@@ -51,6 +51,8 @@ class FakeSalesforce:
         self.records: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in OBJECTS}
         self.token_number = 1
         self.requests = 0
+        self.logins = 0
+        self.refused_sessions = 0
         self.latency = latency
         self.drop_next_answer = False  # the write lands, the answer is lost (a crash before our commit)
         self._seq = 0
@@ -73,6 +75,7 @@ class FakeSalesforce:
 
     def _token(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
         self.requests += 1
+        self.logins += 1
         form = parse_qs(str(request.body))
         if form.get("client_secret") != ["secret"]:
             return 400, {}, json.dumps({"error": "invalid_client", "error_description": "invalid client credentials"})
@@ -84,6 +87,7 @@ class FakeSalesforce:
         if self.latency:
             time.sleep(self.latency)
         if request.headers.get("Authorization") != f"Bearer {self.token}":
+            self.refused_sessions += 1
             return 401, {}, json.dumps(sf_error("INVALID_SESSION_ID", "Session expired or invalid"))
         url = urlparse(str(request.url))
         params = {k: v[0] for k, v in parse_qs(url.query).items()}
