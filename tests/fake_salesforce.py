@@ -229,14 +229,26 @@ class FakeSalesforce:
         if not match:
             raise Rejected(400, sf_error("MALFORMED_SEARCH", f"unexpected search: {sosl}"))
         phrases = [re.sub(r"\\(.)", r"\1", p) for p in re.findall(r'"((?:\\.|[^"\\])*)"', match.group(1))]
-        terms = [re.findall(r"\d+", p) for p in phrases]
+        wanted = {_term_key(re.findall(r"\d+", p)) for p in phrases} - {None}
+        index = self._phone_index()
         found = []
         for object_name, fields in re.findall(r"(\w+)\(([^)]*)\)", match.group(2)):
-            for record in self.records.get(object_name, {}).values():
-                values = [record.get(f) for f in PHONE_FIELDS.get(object_name, ()) if record.get(f)]
-                if any(_fuzzy(term, str(v)) for term in terms if term for v in values):
-                    found.append(self._shape(object_name, record, fields.split(",")))
+            hits = set().union(*(index.get((object_name, key), set()) for key in wanted)) if wanted else set()
+            for record_id in sorted(hits):
+                found.append(self._shape(object_name, self.records[object_name][record_id], fields.split(",")))
         return found
+
+    def _phone_index(self) -> dict[tuple[str, Any], set[str]]:
+        """(object, search key) -> record ids, rebuilt when the data changed since the last search."""
+        if getattr(self, "_index_seq", None) != self._seq:
+            index: dict[tuple[str, Any], set[str]] = {}
+            for object_name, fields in PHONE_FIELDS.items():
+                for record_id, record in self.records.get(object_name, {}).items():
+                    for value in (record.get(f) for f in fields):
+                        for key in _value_keys(str(value)) if value else ():
+                            index.setdefault((object_name, key), set()).add(record_id)
+            self._index, self._index_seq = index, self._seq
+        return self._index
 
     def describe(self, url: str) -> dict[str, Any]:
         object_name = url.split("/sobjects/")[1].split("/")[0]
@@ -265,13 +277,24 @@ class FakeSalesforce:
         return out
 
 
-def _fuzzy(term: list[str], value: str) -> bool:
-    """Like the search index: the digit groups in sequence, or the digits run together (a suffix)."""
+def _value_keys(value: str) -> set[Any]:
+    """What the search index finds a stored phone value by: each digit group, each run of consecutive
+    groups (a phrase), and the digits run together, by their last 7 to 10 digits (fuzzy, like SOSL)."""
     groups = re.findall(r"\d+", value)
-    joined, wanted = "".join(groups), "".join(term)
+    keys: set[Any] = set(groups)
+    keys.update(tuple(groups[i:j]) for i in range(len(groups)) for j in range(i + 2, len(groups) + 1))
+    joined = "".join(groups)
+    keys.update(("digits", joined[-n:]) for n in range(7, 11) if len(joined) >= n)
+    return keys
+
+
+def _term_key(term: list[str]) -> Any:
+    """The index key a search term looks up (None for a term without digits)."""
+    if not term:
+        return None
     if len(term) > 1:
-        return any(groups[i:i + len(term)] == term for i in range(len(groups)))
-    return wanted in groups or (len(wanted) >= 7 and joined.endswith(wanted[-10:]))
+        return tuple(term)
+    return ("digits", term[0][-10:]) if len(term[0]) >= 7 else term[0]
 
 
 def _resolve(value: Any, answers: dict[str, Any], quote_url: bool = False) -> Any:
