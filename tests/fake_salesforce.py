@@ -1,10 +1,11 @@
 """A small stateful Salesforce for tests and benchmarks, served through `responses` callbacks.
 
 It keeps records in memory and answers the REST calls SalesforceCRM makes (OAuth token, search,
-query, sObjects, sObject Collections, Composite with references, Composite Batch describes, limits,
-versions) with Salesforce's shapes and the rules LocalCRM enforces too: required fields, lengths,
-picklists, references, and a Task linked to a Lead having no WhatId. SOSL is emulated the way the
-search index tokenizes phone numbers (digit groups), fuzzily, so exact filtering stays the caller's job.
+query, sObjects, sObject Collections, Composite with references, Composite Batch describes, the
+version's resource list, versions) with Salesforce's shapes and the rules LocalCRM enforces too:
+required fields, lengths, picklists, references, and a Task linked to a Lead having no WhatId.
+SOSL is emulated the way the search index tokenizes phone numbers (digit groups), fuzzily, so exact
+filtering stays the caller's job.
 """
 from __future__ import annotations
 
@@ -105,8 +106,9 @@ class FakeSalesforce:
             return 200, [{"version": v, "url": f"/services/data/v{v}"} for v in ("61.0", VERSION)]
         rest = path.split(f"/services/data/v{VERSION}", 1)[-1].rstrip("/")
         try:
-            if rest == "/limits":
-                return 200, {"DailyApiRequests": {"Max": 15000, "Remaining": 14000}}
+            if rest == "":
+                return 200, {"sobjects": f"/services/data/v{VERSION}/sobjects",
+                             "query": f"/services/data/v{VERSION}/query", "search": f"/services/data/v{VERSION}/search"}
             if rest == "/search":
                 return 200, {"searchRecords": self.search(params["q"])}
             if rest == "/query":

@@ -235,7 +235,7 @@ def test_passing_failures_are_retryable(rsps: responses.RequestsMock, crm: Sales
                                            (requests.ConnectionError("refused"), "CONNECTION")])
 def test_network_failures_are_retryable(rsps: responses.RequestsMock, crm: SalesforceCRM,
                                         failure: Exception, code: str) -> None:
-    rsps.add(responses.GET, f"{DATA}/limits/", body=failure)
+    rsps.add(responses.GET, f"{DATA}/", body=failure)
     with pytest.raises(RetryableCRMError) as caught:
         crm.ping()
     assert caught.value.code == code

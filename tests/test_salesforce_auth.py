@@ -12,7 +12,7 @@ from crmconnector.crm.errors import CRMAuthError, RetryableCRMError
 from crmconnector.metrics import REGISTRY
 from tests.fake_salesforce import DATA, INSTANCE_URL, TOKEN_URL, add_token, bearer, make_crm, sf_error
 
-LIMITS = f"{DATA}/limits/"
+PING = f"{DATA}/"
 SOAP_URL = "https://test.salesforce.com/services/Soap/u/62.0"
 SOAP_OK = (b'<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope '
            b'xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns="urn:partner.soap.sforce.com">'
@@ -47,7 +47,7 @@ def test_nothing_connects_until_first_use(rsps: responses.RequestsMock) -> None:
 
 def test_client_credentials_token_request_and_bearer_header(rsps: responses.RequestsMock) -> None:
     add_token(rsps)
-    rsps.add(responses.GET, LIMITS, json={}, match=[bearer("token-1")])
+    rsps.add(responses.GET, PING, json={}, match=[bearer("token-1")])
     crm = make_crm()
     crm.ping()
     token_request = rsps.calls[0].request
@@ -57,19 +57,19 @@ def test_client_credentials_token_request_and_bearer_header(rsps: responses.Requ
 
 def test_login_happens_once_for_many_requests(rsps: responses.RequestsMock) -> None:
     add_token(rsps)
-    rsps.add(responses.GET, LIMITS, json={}, match=[bearer("token-1")])
+    rsps.add(responses.GET, PING, json={}, match=[bearer("token-1")])
     crm = make_crm()
     crm.ping()
     crm.ping()
-    assert [c.request.url for c in rsps.calls] == [TOKEN_URL, LIMITS, LIMITS]
+    assert [c.request.url for c in rsps.calls] == [TOKEN_URL, PING, PING]
 
 
 def test_expired_session_logs_in_again_once_and_repeats_the_request(ordered: responses.RequestsMock) -> None:
     add_token(ordered, "token-1")
-    ordered.add(responses.GET, LIMITS, status=401, json=sf_error("INVALID_SESSION_ID", "Session expired or invalid"),
+    ordered.add(responses.GET, PING, status=401, json=sf_error("INVALID_SESSION_ID", "Session expired or invalid"),
                 match=[bearer("token-1")])
     add_token(ordered, "token-2")
-    ordered.add(responses.GET, LIMITS, json={"DailyApiRequests": {}}, match=[bearer("token-2")])
+    ordered.add(responses.GET, PING, json={"sobjects": "/services/data/v62.0/sobjects"}, match=[bearer("token-2")])
     crm = make_crm()
     crm.ping()
     assert crm.request_count == 4
@@ -77,9 +77,9 @@ def test_expired_session_logs_in_again_once_and_repeats_the_request(ordered: res
 
 def test_a_second_expired_session_is_an_auth_error(ordered: responses.RequestsMock) -> None:
     add_token(ordered, "token-1")
-    ordered.add(responses.GET, LIMITS, status=401, json=sf_error("INVALID_SESSION_ID", "Session expired or invalid"))
+    ordered.add(responses.GET, PING, status=401, json=sf_error("INVALID_SESSION_ID", "Session expired or invalid"))
     add_token(ordered, "token-2")
-    ordered.add(responses.GET, LIMITS, status=401, json=sf_error("INVALID_SESSION_ID", "Session expired or invalid"))
+    ordered.add(responses.GET, PING, status=401, json=sf_error("INVALID_SESSION_ID", "Session expired or invalid"))
     crm = make_crm()
     with pytest.raises(CRMAuthError) as caught:
         crm.ping()
@@ -123,7 +123,7 @@ def test_login_server_unreachable_is_retryable(rsps: responses.RequestsMock) -> 
 
 def test_username_password_login_as_simple_salesforce_does_it(rsps: responses.RequestsMock) -> None:
     rsps.add(responses.POST, SOAP_URL, body=SOAP_OK, content_type="text/xml")
-    rsps.add(responses.GET, LIMITS, json={}, match=[bearer("00D!session")])
+    rsps.add(responses.GET, PING, json={}, match=[bearer("00D!session")])
     crm = make_crm(salesforce_client_id="", salesforce_client_secret="", salesforce_username="int@acme.example",
                    salesforce_password="pa<ss", salesforce_security_token="TOKEN",
                    salesforce_login_url="https://test.salesforce.com")
@@ -151,7 +151,7 @@ def test_every_request_has_a_timeout_and_the_ca_bundle(rsps: responses.RequestsM
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     add_token(rsps)
-    rsps.add(responses.GET, LIMITS, json={})
+    rsps.add(responses.GET, PING, json={})
     crm = make_crm(ca_bundle="/etc/ssl/corporate-ca.pem", http_timeout_seconds=12.5)
     crm.ping()
     assert all(call.request.req_kwargs["timeout"] == (10.0, 12.5) for call in rsps.calls)  # connect, read
@@ -163,8 +163,8 @@ def test_requests_are_counted_in_the_metrics(rsps: responses.RequestsMock) -> No
         return REGISTRY.get_sample_value("crmconnector_crm_requests_total",
                                          {"backend": "salesforce", "kind": kind}) or 0.0
 
-    before = sample("auth"), sample("limits")
+    before = sample("auth"), sample("ping")
     add_token(rsps)
-    rsps.add(responses.GET, LIMITS, json={})
+    rsps.add(responses.GET, PING, json={})
     make_crm().ping()
-    assert (sample("auth"), sample("limits")) == (before[0] + 1, before[1] + 1)
+    assert (sample("auth"), sample("ping")) == (before[0] + 1, before[1] + 1)

@@ -213,7 +213,9 @@ class SalesforceCRM:
         return url
 
     def ping(self) -> None:
-        self.http.request("GET", "data:/limits/", "limits")
+        """The API version's resource list: proves the session and the version and needs no permission
+        beyond API access (the limits resource would need View Setup)."""
+        self.http.request("GET", "data:/", "ping")
 
     def check(self) -> list[CheckLine]:
         return check_org(self.http)
