@@ -121,6 +121,7 @@ class Worker:
         self._stop = threading.Event()
         self._wait = wait
         self._threads: list[threading.Thread] = []
+        self._probe = threading.Lock()
 
     @classmethod
     def for_runtime(cls, runtime: "Runtime", **options: Any) -> "Worker":
@@ -197,12 +198,26 @@ class Worker:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                busy = self.run_once(limit=20)
+                busy = self.run_once(limit=20) if self._worth_claiming() else 0
             except Exception:  # noqa: BLE001 - e.g. the database is away for a moment
                 log.exception("outbox worker pass failed")
                 busy = 0
             if not busy and not self._stop.is_set():
                 (self._wait or self._stop.wait)(POLL_SECONDS)
+
+    def _worth_claiming(self) -> bool:
+        """Every callback wakes every thread, and most wake-ups find nothing due: one thread at a time
+        looks with a read (no write lock on SQLite) before anyone takes the claim's write transaction."""
+        if not self._probe.acquire(blocking=False):
+            return False
+        try:
+            now = self.clock()
+            with reading(self.engine) as conn:
+                return conn.execute(select(outbox.c.id).where(or_(
+                    and_(outbox.c.status == "pending", outbox.c.due_at <= now),
+                    and_(outbox.c.status == "running", outbox.c.claimed_until < now))).limit(1)).first() is not None
+        finally:
+            self._probe.release()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the threads; items they still hold go back to pending for the next worker."""

@@ -1,0 +1,311 @@
+"""Load harness: concurrent signed clients send realistic chat streams to one or more connector instances.
+
+Starts `crmconnector serve` processes (LocalCRM) on SQLite or on a throwaway PostgreSQL server, opens
+`--chats` concurrent chats (started + assigned), then sends message events to random open chats over
+`--clients` keep-alive connections; a chat that has sent its messages ends and a new one starts, so the
+number of open chats stays constant. Events of one chat are spread across the instances. When the event
+or time budget is spent, every open chat is ended, the outbox is drained and every chat is checked to
+have exactly one Task (GET /api/crm/Task?CallObject=sms-chat-<id>).
+
+Reports events/s, p50/p99 latency (client-side, request sent to response read), errors, and the CPU time
+the servers (connector processes and PostgreSQL) spent per event. Loopback only; bounded in count and time.
+
+    python bench/load.py --db sqlite --instances 1
+    python bench/load.py --matrix            # the table in BENCHMARKS.md
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from crmconnector.signatures import HEADER, sign  # noqa: E402
+from tests.instances import ADMIN_TOKEN, SECRET, Instance, chat_stream, envelope  # noqa: E402
+from tests.pg import PgServer, free_port  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class Connection:
+    """One HTTP/1.1 keep-alive connection with the least client overhead asyncio allows."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+                      ) -> tuple[int, bytes]:
+        for attempt in (1, 2):
+            try:
+                if self.writer is None:
+                    self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+                head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nContent-Length: {len(body)}\r\n"
+                head += "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+                self.writer.write(head.encode() + b"\r\n" + body)
+                assert self.reader is not None
+                raw = await self.reader.readuntil(b"\r\n\r\n")
+                status = int(raw[9:12])
+                match = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", raw)
+                payload = await self.reader.readexactly(int(match.group(1))) if match else b""
+                if re.search(rb"(?i)\r\nconnection:\s*close", raw):
+                    self.close()
+                return status, payload
+            except (ConnectionError, asyncio.IncompleteReadError):
+                self.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+@dataclass
+class Chat:
+    id: str
+    events: list[tuple[str, str, dict[str, Any]]]
+    position: int = 0
+    busy: bool = False
+
+
+@dataclass
+class Run:
+    ports: list[int]
+    chats: int
+    clients: int
+    messages: int
+    max_events: int
+    max_seconds: float
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    sent: int = 0
+    started_chats: int = 0
+    open: list[Chat] = field(default_factory=list)
+
+    def new_chat(self) -> Chat:
+        self.started_chats += 1
+        return Chat(f"L{self.started_chats}", chat_stream(f"L{self.started_chats}", self.messages))
+
+    async def send(self, conn: list[Connection], chat: Chat, measure: bool) -> None:
+        event_id, kind, data = chat.events[chat.position]
+        body = envelope(event_id, kind, data)
+        headers = {HEADER: sign(body, SECRET), "Content-Type": "application/json"}
+        target = conn[(int(chat.id[1:]) + chat.position) % len(conn)]
+        while True:  # the platform retries an event until it gets a 2xx
+            begin = time.perf_counter()
+            status, _ = await target.request("POST", "/callbacks/events", body, headers)
+            if measure:
+                self.latencies.append(time.perf_counter() - begin)
+                self.sent += 1
+            if status < 300:
+                break
+            self.errors += 1
+            await asyncio.sleep(0.05)
+        chat.position += 1
+
+    async def warm_up(self) -> None:
+        """Open `chats` chats: started + assigned (not measured)."""
+        self.open = [self.new_chat() for _ in range(self.chats)]
+        queue = list(self.open)
+
+        async def opener() -> None:
+            conn = [Connection(p) for p in self.ports]
+            while queue:
+                chat = queue.pop()
+                await self.send(conn, chat, False)
+                await self.send(conn, chat, False)
+            for c in conn:
+                c.close()
+        await asyncio.gather(*(opener() for _ in range(self.clients)))
+
+    async def load(self) -> float:
+        """Message events to random open chats until the budget is spent; returns the wall time."""
+        deadline = time.monotonic() + self.max_seconds
+        rng = random.Random(7)
+
+        async def client() -> None:
+            conn = [Connection(p) for p in self.ports]
+            while self.sent < self.max_events and time.monotonic() < deadline:
+                for _ in range(20):
+                    index = rng.randrange(len(self.open))
+                    chat = self.open[index]
+                    if not chat.busy:
+                        break
+                else:
+                    await asyncio.sleep(0)
+                    continue
+                chat.busy = True
+                await self.send(conn, chat, True)  # a message, or the end of the chat
+                if chat.position == len(chat.events):
+                    fresh = self.new_chat()
+                    self.open[index] = fresh
+                    fresh.busy = True
+                    await self.send(conn, fresh, True)  # started
+                    await self.send(conn, fresh, True)  # assigned
+                    fresh.busy = False
+                else:
+                    chat.busy = False
+            for c in conn:
+                c.close()
+        begin = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(self.clients)))
+        return time.perf_counter() - begin
+
+    async def finish(self) -> None:
+        """End every open chat (a chat may end at any time)."""
+        queue = list(self.open)
+
+        async def closer() -> None:
+            conn = [Connection(p) for p in self.ports]
+            while queue:
+                chat = queue.pop()
+                chat.position = len(chat.events) - 1
+                await self.send(conn, chat, False)
+            for c in conn:
+                c.close()
+        await asyncio.gather(*(closer() for _ in range(self.clients)))
+
+
+async def outbox_left(port: int) -> int:
+    conn = Connection(port)
+    _, text = await conn.request("GET", "/metrics")
+    conn.close()
+    left = 0
+    for status in ("pending", "running"):
+        found = re.search(rf'crmconnector_outbox_items\{{status="{status}"\}} (\S+)', text.decode())
+        left += int(float(found.group(1))) if found else 0
+    return left
+
+
+async def verify(port: int, count: int, clients: int) -> dict[str, int]:
+    """How many chats have 0, 1 or more Tasks."""
+    tally: dict[str, int] = {}
+    ids = list(range(1, count + 1))
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    async def checker() -> None:
+        conn = Connection(port)
+        while ids:
+            n = ids.pop()
+            status, text = await conn.request("GET", f"/api/crm/Task?CallObject=sms-chat-L{n}", headers=auth)
+            found = len(json.loads(text)["records"]) if status == 200 else -1
+            key = {0: "none", 1: "one"}.get(found, "error" if found < 0 else "several")
+            tally[key] = tally.get(key, 0) + 1
+        conn.close()
+    await asyncio.gather(*(checker() for _ in range(min(clients, 16))))
+    return tally
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    return total / TICKS
+
+
+def tree(pid: int) -> list[int]:
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for child in children:
+            found += tree(child)
+    return found
+
+
+def run_one(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="crmconnector-load-"))
+    pg = None
+    if args.db == "postgres":
+        pg = PgServer.start()
+        database_url = pg.url(pg.create_database())
+    else:
+        database_url = f"sqlite:///{work / 'state.db'}"
+    env = {"CRMCONNECTOR_ABANDONED_TICKETS": "off"}
+    instances = []
+    try:
+        for n in range(args.instances):
+            instances.append(Instance(database_url, work / f"i{n}", free_port(), workers=args.workers,
+                                      threads=args.threads, env=env).start())
+        clients = max(1, min(args.clients, args.chats // 2))  # each client needs a chat that is not busy
+        run = Run([i.port for i in instances], args.chats, clients, args.messages, args.events, args.seconds)
+        asyncio.run(run.warm_up())
+
+        def server_pids() -> list[int]:
+            pids = [p for i in instances for p in tree(i.process.pid)]  # type: ignore[union-attr]
+            if pg is not None:
+                pids += tree(int((pg.data / "postmaster.pid").read_text().split()[0]))
+            return pids
+        cpu_before, client_before = cpu_seconds(server_pids()), time.process_time()
+        wall = asyncio.run(run.load())
+        server_cpu = cpu_seconds(server_pids()) - cpu_before
+        client_cpu = time.process_time() - client_before
+        asyncio.run(run.finish())
+        drain_start = time.monotonic()
+        while asyncio.run(outbox_left(instances[0].port)) and time.monotonic() - drain_start < args.drain_seconds:
+            time.sleep(0.5)
+        drain = time.monotonic() - drain_start
+        tally = asyncio.run(verify(instances[0].port, run.started_chats, args.clients))
+        lat = sorted(run.latencies)
+        return {"db": args.db, "instances": args.instances, "workers": args.workers, "chats": args.chats,
+                "clients": clients, "events": run.sent, "seconds": round(wall, 2),
+                "events_per_s": round(run.sent / wall, 1), "p50_ms": round(lat[len(lat) // 2] * 1000, 1),
+                "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 1), "errors": run.errors,
+                "server_cpu_ms_per_event": round(server_cpu * 1000 / max(run.sent, 1), 2),
+                "client_cpu_ms_per_event": round(client_cpu * 1000 / max(run.sent, 1), 2),
+                "chats_total": run.started_chats, "drain_s": round(drain, 1), "tasks": tally}
+    finally:
+        for instance in instances:
+            instance.stop()
+        if pg is not None:
+            pg.destroy()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--instances", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="processes per instance (gunicorn)")
+    parser.add_argument("--threads", type=int, default=16, help="request threads per process")
+    parser.add_argument("--chats", type=int, default=100, help="concurrent open chats")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent client connections")
+    parser.add_argument("--messages", type=int, default=6, help="messages per chat")
+    parser.add_argument("--events", type=int, default=10_000, help="measured events at most")
+    parser.add_argument("--seconds", type=float, default=60, help="measured seconds at most")
+    parser.add_argument("--drain-seconds", type=float, default=300)
+    parser.add_argument("--matrix", action="store_true", help="run the BENCHMARKS.md table")
+    args = parser.parse_args()
+    if not args.matrix:
+        print(json.dumps(run_one(args)), flush=True)
+        return
+    for db, instances in (("sqlite", 1), ("sqlite", 2), ("postgres", 1), ("postgres", 2)):
+        print(json.dumps(run_one(argparse.Namespace(**{**vars(args), "db": db, "instances": instances}))),
+              flush=True)
+    for chats in (10, 100, 1000, 10_000):
+        print(json.dumps(run_one(argparse.Namespace(**{**vars(args), "db": "postgres", "chats": chats,
+                                                       "events": 5000}))), flush=True)
+
+
+if __name__ == "__main__":
+    main()
