@@ -97,6 +97,101 @@ PATHS.update({
                       "409": _json("The item has not failed", ERROR)}}},
 })
 
+# The agent console and the admin pages (webapp/agent.py, webapp/admin.py).
+_CHAT_ID = [{"name": "chat_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_HTML = {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+def _form(*fields: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+        "type": "object", "required": ["csrf"],
+        "properties": {"csrf": {"type": "string", "description": "the page's per-session form token"},
+                       **{f: {"type": "string"} for f in fields}}}}}}
+
+
+_SEE_OTHER = {"302": {"description": "back to the admin page (the result is shown there)"}}
+PATHS.update({
+    "/agent/sign-in": {"get": {
+        "summary": "Redeem a one-time sign-in link (from `crmconnector agents add`) and open the console",
+        "parameters": [{"name": "token", "in": "query", "required": True, "schema": {"type": "string"}}],
+        "responses": {"302": {"description": "signed in: to /agent"},
+                      "400": {"description": "no token (HTML page)"},
+                      "401": {"description": "expired, used or unknown token (HTML page); nothing changes"}}}},
+    "/agent/sign-out": {"post": {"summary": "Sign the agent out", "security": AGENT, "requestBody": _form(),
+                                 "responses": {"200": _HTML, "400": {"description": "form token missing"}}}},
+    "/agent": {"get": {"summary": "The agent console (live screen pops)", "security": AGENT,
+                       "responses": {"200": _HTML, "401": {"description": "not signed in (HTML page)"}}}},
+    "/agent/chats/{chat_id}": {"get": {
+        "summary": "The agent console showing one chat (the `search` screen-pop URL)", "security": AGENT,
+        "parameters": _CHAT_ID,
+        "responses": {"200": _HTML, "401": {"description": "not signed in"},
+                      "404": {"description": "no such chat assigned to this agent"}}}},
+    "/agent/stream": {"get": {
+        "summary": "Server-sent events: a `chat` event with the chat's snapshot (null once it is no longer "
+                   "the agent's) for every console update; `id` is the update's id",
+        "security": AGENT,
+        "parameters": [{"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer"},
+                        "description": "catch up on every update after this id (sent by EventSource itself)"},
+                       {"name": "after", "in": "query", "schema": {"type": "integer"},
+                        "description": "the same, for a new connection"}],
+        "responses": {"200": {"description": "event stream",
+                              "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                      **_errors(401)}}},
+    "/api/agent/chats": {"get": {
+        "summary": "The signed-in agent's chats, oldest accepted first", "security": AGENT,
+        "responses": {"200": _json("{\"chats\": [chat snapshot], \"last_event_id\": n}"), **_errors(401)}}},
+    "/api/agent/chats/{chat_id}": {"get": {
+        "summary": "One of the agent's chats: number, match, pop, linked record, messages, CRM status",
+        "security": AGENT, "parameters": _CHAT_ID,
+        "responses": {"200": _json("chat snapshot"), **_errors(401, 404)}}},
+    "/api/agent/chats/{chat_id}/link": {"post": {
+        "summary": "Link the agent's chat to another record (the console's pick)", "security": AGENT,
+        "parameters": _CHAT_ID,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["object", "id"],
+            "properties": {"object": {"type": "string", "enum": ["Contact", "Lead", "Account"]},
+                           "id": {"type": "string"}}}}}},
+        "responses": {"200": _json("{\"chat_id\", \"linked_record\": {\"object\", \"id\", \"name\"}, \"chat\"}"),
+                      **_errors(400, 401, 404), "403": _json("cross-site request", ERROR),
+                      "415": _json("not JSON", ERROR)}}},
+    "/api/agent/chats/{chat_id}/records": {"post": {
+        "summary": "Create a record for the chat's consumer (phone prefilled) and link the chat to it",
+        "security": AGENT, "parameters": _CHAT_ID,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["object"],
+            "properties": {"object": {"type": "string", "enum": ["Contact", "Lead", "Account", "Case"]},
+                           "fields": {"type": "object", "additionalProperties": {"type": "string"}}}}}}},
+        "responses": {"201": _json("{\"record\": {\"object\", \"id\", \"url\"}, \"linked\": true, \"chat\"}"),
+                      **_errors(400, 401, 404), "403": _json("cross-site request", ERROR),
+                      "415": _json("not JSON", ERROR)}}},
+    "/admin/sign-in": {
+        "get": {"summary": "Admin sign-in page", "responses": {"200": _HTML, "302": {"description": "signed in"}}},
+        "post": {"summary": "Sign in with the admin token", "requestBody": _form("token"),
+                 "responses": {"302": {"description": "to /admin"}, "400": {"description": "form token missing"},
+                               "401": {"description": "wrong token"}}}},
+    "/admin/sign-out": {"post": {"summary": "Sign the admin out", "requestBody": _form(),
+                                 "responses": {"302": {"description": "to /admin/sign-in"}}}},
+    "/admin": {"get": {
+        "summary": "Admin page: settings, CRM status, outbox, recent chats and abandoned calls, charts",
+        "security": ADMIN, "responses": {"200": _HTML, "302": {"description": "not signed in: to /admin/sign-in"}}}},
+    "/admin/settings": {"post": {
+        "summary": "Save screen-pop settings, object order, opt-out field and abandoned-ticket mode (all or nothing)",
+        "security": ADMIN,
+        "requestBody": _form("none", "single", "multiple", "new_record_object", "object_order_1", "object_order_2",
+                             "object_order_3", "opt_out_field", "abandoned_tickets"),
+        "responses": {**_SEE_OTHER, "400": {"description": "a value outside the allowed ones: nothing saved"}}}},
+    "/admin/outbox/retry": {"post": {"summary": "Re-queue every failed outbox item (page form)",
+                                     "security": ADMIN, "requestBody": _form(),
+                                     "responses": {**_SEE_OTHER, "400": {"description": "form token missing"}}}},
+    "/admin/outbox/{item_id}/retry": {"post": {
+        "summary": "Re-queue one failed outbox item (page form)", "security": ADMIN, "parameters": _ITEM_ID,
+        "requestBody": _form(), "responses": {**_SEE_OTHER, "400": {"description": "form token missing"}}}},
+    "/admin/status.json": {"get": {
+        "summary": "CRM connection check report and outbox counts", "security": ADMIN,
+        "responses": {"200": _json("{\"crm\": {\"name\", \"ok\", \"lines\": [{\"ok\", \"what\", \"detail\"}]}, "
+                                   "\"outbox\": {\"pending\", \"failed\", \"done\"}}"), **_errors(401)}}},
+})
+
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {
         "type": "object", "required": ["code", "message"],

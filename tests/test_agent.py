@@ -1,0 +1,304 @@
+"""The agent console through the Flask app: sign-in, visibility, the JSON API and the event stream."""
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from sqlalchemy import select, update
+
+from crmconnector import agents
+from crmconnector.store import agent_tokens, chats, utcnow
+from tests.chat_support import HUCK, TOM, assigned, message, started, transferred
+
+NUMBER = "+14155550132"
+
+
+def sign_in_path(runtime: Any, email: str, name: str | None = None) -> str:
+    agent = agents.add_agent(runtime.engine, email, name)
+    url = urlsplit(agents.sign_in_link(runtime.engine, runtime.settings, agent))
+    return f"{url.path}?{url.query}"
+
+
+@pytest.fixture
+def tom(app: Any, runtime: Any) -> Any:
+    app.config.update(CONSOLE_STREAM_SECONDS=0)  # a stream makes one catch-up pass, then the response ends
+    client = app.test_client()
+    assert client.get(sign_in_path(runtime, TOM["email"], TOM["name"])).status_code == 302
+    return client
+
+
+def assign(platform: Any, chat_id: str, agent: dict[str, str], number: str = NUMBER) -> None:
+    assert platform.post("chat.started", started(chat_id, number)).status_code == 200
+    assert platform.post("chat.assigned", assigned(agent, 10, chat_id)).status_code == 200
+
+
+def linked(runtime: Any, chat_id: str) -> tuple[str | None, str | None]:
+    with runtime.engine.connect() as conn:
+        row = conn.execute(select(chats.c.linked_object, chats.c.linked_id).where(chats.c.id == chat_id)).one()
+    return row.linked_object, row.linked_id
+
+
+def stream_events(client: Any, last_event_id: int | None = None) -> list[dict[str, Any]]:
+    headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
+    response = client.get("/agent/stream", headers=headers)
+    assert response.status_code == 200
+    assert response.mimetype == "text/event-stream"
+    events = []
+    for block in response.get_data(as_text=True).split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line and not line.startswith(":"))
+        if fields.get("event") == "chat":
+            events.append({"id": int(fields["id"]), **json.loads(fields["data"])})
+    return events
+
+
+# -- sign-in ----------------------------------------------------------------------------------------
+
+def test_sign_in_link_opens_the_console_with_a_safe_session_cookie(app: Any, runtime: Any) -> None:
+    client = app.test_client()
+    response = client.get(sign_in_path(runtime, "Tom@Example.com", "Tom Sawyer"))
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/agent"
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
+    page = client.get("/agent")
+    assert page.status_code == 200
+    assert "Signed in as Tom Sawyer" in page.get_data(as_text=True)
+
+
+def test_session_cookie_is_secure_behind_https(make_settings: Any) -> None:
+    from crmconnector.runtime import Runtime
+    from webapp import create_app
+
+    runtime = Runtime(make_settings(public_url="https://connector.example"))
+    try:
+        app = create_app(runtime=runtime, background=False)
+        response = app.test_client().get(sign_in_path(runtime, "tom@example.com"))
+        assert "Secure" in response.headers["Set-Cookie"]
+    finally:
+        runtime.close()
+
+
+def test_a_reused_sign_in_link_is_refused_and_signs_nobody_in(app: Any, runtime: Any) -> None:
+    path = sign_in_path(runtime, "tom@example.com")
+    assert app.test_client().get(path).status_code == 302
+    second = app.test_client()
+    response = second.get(path)
+    assert response.status_code == 401
+    assert "not valid" in response.get_data(as_text=True)
+    assert "Set-Cookie" not in response.headers
+    assert second.get("/api/agent/chats").status_code == 401
+
+
+def test_an_expired_sign_in_link_is_refused(app: Any, runtime: Any) -> None:
+    path = sign_in_path(runtime, "tom@example.com")
+    with runtime.engine.begin() as conn:
+        conn.execute(update(agent_tokens).values(expires_at=utcnow() - timedelta(minutes=1)))
+    client = app.test_client()
+    assert client.get(path).status_code == 401
+    assert client.get("/agent").status_code == 401
+
+
+def test_forged_and_missing_tokens_are_refused(client: Any, runtime: Any) -> None:
+    agents.add_agent(runtime.engine, "tom@example.com")
+    assert client.get("/agent/sign-in?token=not-a-real-token").status_code == 401
+    response = client.get("/agent/sign-in")
+    assert response.status_code == 400
+    assert "no token" in response.get_data(as_text=True)
+
+
+def test_a_forged_session_cookie_is_not_an_agent(client: Any, runtime: Any, platform: Any) -> None:
+    agents.add_agent(runtime.engine, "tom@example.com")
+    assign(platform, "2415", TOM)
+    from flask.sessions import SecureCookieSessionInterface
+    from flask import Flask
+
+    forger = Flask("forger")
+    forger.secret_key = "guessed-secret"
+    forged = SecureCookieSessionInterface().get_signing_serializer(forger).dumps({"agent_id": 1})
+    client.set_cookie("session", forged, domain="localhost")
+    assert client.get("/api/agent/chats").status_code == 401
+    assert client.get("/agent/chats/2415").status_code == 401
+    assert client.get("/agent/stream").status_code == 401
+
+
+def test_sign_out_needs_the_form_token_and_then_ends_the_session(tom: Any) -> None:
+    assert tom.post("/agent/sign-out", data={"csrf": "wrong"}).status_code == 400
+    assert tom.get("/api/agent/chats").status_code == 200
+    page = tom.get("/agent").get_data(as_text=True)
+    token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    response = tom.post("/agent/sign-out", data={"csrf": token})
+    assert response.status_code == 200
+    assert "signed out" in response.get_data(as_text=True)
+    assert tom.get("/api/agent/chats").status_code == 401
+
+
+# -- what an agent sees -------------------------------------------------------------------------------
+
+def test_an_agent_sees_only_the_chats_assigned_to_them(tom: Any, platform: Any) -> None:
+    assign(platform, "100", TOM)
+    assign(platform, "200", HUCK, "+14155550199")
+    listed = tom.get("/api/agent/chats").json
+    assert [c["id"] for c in listed["chats"]] == ["100"]
+    assert tom.get("/api/agent/chats/200").status_code == 404
+    assert tom.get("/agent/chats/200").status_code == 404
+    assert tom.get("/agent/chats/100").status_code == 200
+    assert "200" not in {e["chat_id"] for e in stream_events(tom, 0)}
+
+
+def test_the_snapshot_shows_number_match_messages_and_crm_status(tom: Any, platform: Any, crm: Any) -> None:
+    contact = crm.create("Contact", {"FirstName": "Becky", "LastName": "Thatcher", "Phone": "(415) 555-0132"})
+    assign(platform, "2415", TOM)
+    media = [{"url": "https://media.example/fence.jpg", "content_type": "image/jpeg", "filename": "fence.jpg"}]
+    platform.post("chat.message", message("m1", "consumer", "Quote please", 20, "2415", media=media))
+    chat = tom.get("/api/agent/chats/2415").json
+    assert chat["consumer_display"] == "+1 415-555-0132"
+    assert chat["match"]["outcome"] == "single"
+    assert chat["match"]["records"][0]["name"] == "Becky Thatcher"
+    assert chat["linked"] == {"object": "Contact", "id": contact, "name": "Becky Thatcher",
+                              "url": f"http://connector.test/crm/Contact/{contact}"}
+    assert [(m["sender"], m["text"]) for m in chat["messages"]] == [("consumer", "Quote please")]
+    assert chat["messages"][0]["media"][0]["is_image"] is True
+    assert chat["messages"][0]["media"][0]["url"] == "https://media.example/fence.jpg"
+    assert chat["crm"]["status"] == "open"
+    assert chat["new_record"] is None
+
+
+def test_chats_are_listed_oldest_accepted_first(tom: Any, platform: Any) -> None:
+    platform.post("chat.started", started("late", "+14155550111"))
+    platform.post("chat.started", started("early", "+14155550122"))
+    platform.post("chat.assigned", assigned(TOM, 50, "late"))
+    platform.post("chat.assigned", assigned(TOM, 5, "early"))
+    assert [c["id"] for c in tom.get("/api/agent/chats").json["chats"]] == ["early", "late"]
+
+
+# -- the pick (link) and the new-record form -----------------------------------------------------------
+
+def test_picking_another_match_relinks_the_chat(tom: Any, platform: Any, crm: Any, runtime: Any) -> None:
+    first = crm.create("Contact", {"LastName": "Thatcher", "Phone": NUMBER})
+    second = crm.create("Lead", {"LastName": "Finn", "Company": "Raft", "Phone": NUMBER})
+    assign(platform, "2415", TOM)
+    assert linked(runtime, "2415") == ("Contact", first)
+    response = tom.post("/api/agent/chats/2415/link", json={"object": "Lead", "id": second})
+    assert response.status_code == 200
+    assert response.json["linked_record"]["id"] == second
+    assert response.json["chat"]["linked"]["id"] == second
+    assert linked(runtime, "2415") == ("Lead", second)
+
+
+def test_a_pick_of_an_unknown_record_changes_nothing(tom: Any, platform: Any, crm: Any, runtime: Any) -> None:
+    first = crm.create("Contact", {"LastName": "Thatcher", "Phone": NUMBER})
+    assign(platform, "2415", TOM)
+    response = tom.post("/api/agent/chats/2415/link", json={"object": "Contact", "id": "003000000000000AAA"})
+    assert response.status_code == 404
+    assert response.json["error"]["code"] == "not_found"
+    assert linked(runtime, "2415") == ("Contact", first)
+
+
+def test_a_pick_on_another_agents_chat_is_not_found(tom: Any, platform: Any, crm: Any, runtime: Any) -> None:
+    first = crm.create("Contact", {"LastName": "Thatcher", "Phone": NUMBER})
+    other = crm.create("Contact", {"LastName": "Other", "Phone": "+14155550100"})
+    assign(platform, "2415", HUCK)
+    response = tom.post("/api/agent/chats/2415/link", json={"object": "Contact", "id": other})
+    assert response.status_code == 404
+    assert linked(runtime, "2415") == ("Contact", first)
+
+
+@pytest.mark.parametrize("body, field", [({"id": "003000000000000AAA"}, "object"), ({"object": "Contact"}, "id"),
+                                         ({"object": "Case", "id": "500000000000000AAA"}, "object"),
+                                         ({"object": ["Contact"], "id": 5}, "object")])
+def test_a_bad_link_body_is_a_400_naming_the_field(tom: Any, platform: Any, body: dict, field: str) -> None:
+    assign(platform, "2415", TOM)
+    response = tom.post("/api/agent/chats/2415/link", json=body)
+    assert response.status_code == 400
+    assert response.json["error"]["field"] == field
+
+
+def test_link_refuses_form_posts_and_foreign_origins(tom: Any, platform: Any, crm: Any, runtime: Any) -> None:
+    crm.create("Contact", {"LastName": "Thatcher", "Phone": NUMBER})
+    other = crm.create("Contact", {"LastName": "Other", "Phone": "+14155550100"})
+    assign(platform, "2415", TOM)
+    before = linked(runtime, "2415")
+    assert tom.post("/api/agent/chats/2415/link", data={"object": "Contact", "id": other}).status_code == 415
+    foreign = tom.post("/api/agent/chats/2415/link", json={"object": "Contact", "id": other},
+                       headers={"Origin": "https://evil.example"})
+    assert foreign.status_code == 403
+    assert tom.post("/api/agent/chats/2415/link", data="[1]", content_type="application/json").status_code == 400
+    assert linked(runtime, "2415") == before
+
+
+def test_the_new_record_form_creates_and_links_a_contact(tom: Any, platform: Any, crm: Any, runtime: Any) -> None:
+    assign(platform, "2415", TOM)
+    chat = tom.get("/api/agent/chats/2415").json
+    form = chat["new_record"]
+    assert form["object"] == "Contact" and form["mode"] == "form"
+    assert {f["name"]: f["value"] for f in form["fields"]}["Phone"] == NUMBER
+    response = tom.post("/api/agent/chats/2415/records",
+                        json={"object": "Contact", "fields": {"FirstName": "Becky", "LastName": "Thatcher",
+                                                              "Phone": NUMBER}})
+    assert response.status_code == 201
+    record_id = response.json["record"]["id"]
+    record = crm.get("Contact", record_id)
+    assert record.name == "Becky Thatcher" and record.fields["Phone"] == NUMBER
+    assert linked(runtime, "2415") == ("Contact", record_id)
+    assert response.json["chat"]["linked"]["name"] is None or response.json["chat"]["linked"]["id"] == record_id
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"object": "Task", "fields": {}}, "object"),
+    ({"object": "Contact", "fields": {"AccountId": "001000000000000AAA"}}, "fields.AccountId"),
+    ({"object": "Contact", "fields": ["LastName"]}, "fields"),
+    ({"object": "Contact", "fields": {"LastName": "x" * 81}}, "fields"),
+])
+def test_bad_new_record_input_creates_nothing(tom: Any, platform: Any, crm: Any, runtime: Any,
+                                              body: dict, field: str) -> None:
+    assign(platform, "2415", TOM)
+    response = tom.post("/api/agent/chats/2415/records", json=body)
+    assert response.status_code == 400
+    assert response.json["error"]["field"] == field
+    assert crm.find("Contact", "Phone", [NUMBER]) == []
+    assert linked(runtime, "2415") == (None, None)
+
+
+def test_new_records_for_another_agents_chat_are_refused(tom: Any, platform: Any, crm: Any) -> None:
+    assign(platform, "2415", HUCK)
+    response = tom.post("/api/agent/chats/2415/records", json={"object": "Contact", "fields": {"LastName": "X"}})
+    assert response.status_code == 404
+    assert crm.find("Contact", "Phone", [NUMBER]) == []
+
+
+# -- the stream -----------------------------------------------------------------------------------------
+
+def test_the_stream_catches_up_after_last_event_id(tom: Any, platform: Any) -> None:
+    assign(platform, "100", TOM)
+    first = stream_events(tom, 0)
+    assert [(e["chat_id"], e["kind"]) for e in first] == [("100", "pop")]
+    assert first[0]["chat"]["consumer_display"] == "+1 415-555-0132"
+    platform.post("chat.message", message("m1", "consumer", "hello", 20, "100"))
+    assign(platform, "300", TOM, "+14155550177")
+    missed = stream_events(tom, first[-1]["id"])
+    assert [(e["chat_id"], e["kind"]) for e in missed] == [("100", "message"), ("300", "pop")]
+    assert missed[0]["chat"]["messages"][0]["text"] == "hello"
+    assert missed[0]["id"] < missed[1]["id"]
+    assert stream_events(tom, missed[-1]["id"]) == []
+
+
+def test_the_stream_starts_at_the_after_parameter_and_ignores_others_chats(tom: Any,
+                                                                           platform: Any) -> None:
+    assign(platform, "100", TOM)
+    assign(platform, "200", HUCK, "+14155550199")
+    response = tom.get("/agent/stream?after=0")
+    assert '"chat_id":"100"' in response.get_data(as_text=True)
+    assert '"chat_id":"200"' not in response.get_data(as_text=True)
+
+
+def test_a_chat_transferred_away_leaves_the_console(tom: Any, platform: Any) -> None:
+    assign(platform, "100", TOM)
+    start = stream_events(tom, 0)[-1]["id"]
+    platform.post("chat.transferred", transferred("ended", 60, "100", from_agent=TOM, to_agent=HUCK))
+    events = stream_events(tom, start)
+    assert events and events[-1]["chat_id"] == "100" and events[-1]["chat"] is None
+    assert tom.get("/api/agent/chats").json["chats"] == []

@@ -1,0 +1,174 @@
+"""The admin pages: sign-in with the admin token, settings, CRM status, outbox, history and charts.
+
+Every POST form carries the session's CSRF token (a bearer-token request needs none: browsers never
+add that header by themselves).
+"""
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from flask import (Blueprint, current_app, flash, jsonify, redirect, render_template, request, session)
+
+from crmconnector import admin_view, preferences
+from crmconnector.crm.errors import CRMError
+from crmconnector.crm.objects import MATCH_OBJECTS
+from crmconnector.runtime import Runtime
+from crmconnector.screenpop.decide import ACTIONS, NEW_RECORD_OBJECTS
+from crmconnector.settings import ABANDONED_MODES
+from crmconnector.store import utcnow
+from crmconnector.sync.jobs_report import job_status
+from crmconnector.sync.worker import list_items, outbox_counts, retry_failed, retry_item
+from webapp.auth import admin_required, admin_token_ok, sign_in_admin
+from webapp.csrf import csrf_token, form_token_ok
+
+bp = Blueprint("admin", __name__)
+ACTION_LABELS = {
+    "new_record": "Open a new-record page, phone prefilled", "create_record": "Create the record now, then pop it",
+    "search": "Let the agent pick in the console", "none": "No pop", "record": "Pop the record (first match)",
+}
+ABANDONED_LABELS = {"off": "Off: no tickets", "all": "Every abandoned call",
+                    "with_sms": "Only calls whose caller sent wait-time SMS"}
+
+
+@bp.record_once
+def _on_register(state: Any) -> None:
+    state.app.jinja_env.globals.setdefault("csrf_token", csrf_token)
+
+
+def _runtime() -> Runtime:
+    return current_app.extensions["crmconnector"]
+
+
+def _bearer() -> bool:
+    return request.headers.get("Authorization", "").lower().startswith("bearer ")
+
+
+def _post_allowed() -> bool:
+    return admin_token_ok() and (_bearer() or form_token_ok())
+
+
+# -- sign-in --------------------------------------------------------------------------------------------
+
+@bp.get("/admin/sign-in")
+def sign_in_page() -> Any:
+    if admin_token_ok():
+        return redirect("/admin")
+    return render_template("admin_sign_in.html", error=None)
+
+
+@bp.post("/admin/sign-in")
+def sign_in() -> Any:
+    if not form_token_ok():
+        return render_template("admin_sign_in.html", error="The form expired. Please try again."), 400
+    expected = _runtime().settings.admin_token
+    if not hmac.compare_digest(request.form.get("token", "").strip(), expected):
+        return render_template("admin_sign_in.html", error="That is not the admin token."), 401
+    session.pop("agent_id", None)
+    sign_in_admin()
+    return redirect("/admin")
+
+
+@bp.post("/admin/sign-out")
+def sign_out() -> Any:
+    if form_token_ok():
+        session.pop("admin", None)
+    return redirect("/admin/sign-in")
+
+
+# -- the page -------------------------------------------------------------------------------------------
+
+def _page(status: int = 200, error: dict[str, str] | None = None, form: dict[str, Any] | None = None) -> Any:
+    runtime = _runtime()
+    settings = runtime.settings
+    prefs = preferences.pop_settings(runtime.engine).as_dict()
+    current = {**prefs, "abandoned_tickets": preferences.abandoned_mode(runtime.engine, settings.abandoned_tickets)}
+    shown = {**current, **(form or {})}
+    order = list(shown["object_order"]) + ["", ""]
+    return render_template(
+        "admin.html", prefs=shown, order=order[:3], actions=ACTIONS, action_labels=ACTION_LABELS,
+        new_record_objects=NEW_RECORD_OBJECTS, match_objects=MATCH_OBJECTS, abandoned_modes=ABANDONED_MODES,
+        abandoned_labels=ABANDONED_LABELS, error=error, crm_name=runtime.crm.name,
+        counts=outbox_counts(runtime.engine), failed=list_items(runtime.engine, "failed", 100),
+        chats=admin_view.recent_chats(runtime.engine, runtime.crm),
+        calls=admin_view.recent_abandoned(runtime.engine, runtime.crm),
+        job=job_status(runtime.engine, settings.abandoned_tickets, settings.abandoned_interval_seconds),
+        charts=admin_view.chart_data(runtime.engine, utcnow()),
+    ), status
+
+
+@bp.get("/admin")
+def admin_page() -> Any:
+    if not admin_token_ok():
+        return redirect("/admin/sign-in")
+    return _page()
+
+
+def _refused() -> Any:
+    if not admin_token_ok():
+        return redirect("/admin/sign-in")
+    return render_template("admin_sign_in.html", error="The form expired. Reload the admin page and try again."), 400
+
+
+@bp.post("/admin/settings")
+def save_settings() -> Any:
+    if not _post_allowed():
+        return _refused()
+    form = request.form
+    changes: dict[str, Any] = {name: form.get(name, "") for name in
+                               ("none", "single", "multiple", "new_record_object", "opt_out_field")}
+    changes["opt_out_field"] = changes["opt_out_field"].strip()
+    changes["object_order"] = [v for v in (form.get(f"object_order_{i}", "") for i in (1, 2, 3)) if v]
+    mode = form.get("abandoned_tickets", "")
+    engine = _runtime().engine
+    try:
+        if mode not in ABANDONED_MODES:  # checked first: nothing is saved unless everything is valid
+            raise preferences.InvalidSetting("abandoned_tickets",
+                                             f"abandoned-call tickets must be one of {', '.join(ABANDONED_MODES)}")
+        preferences.save_pop_settings(engine, changes)
+        preferences.save_abandoned_mode(engine, mode)
+    except preferences.InvalidSetting as exc:
+        return _page(400, {"field": exc.field, "message": f"Not saved: {exc.message}."},
+                     {**changes, "abandoned_tickets": mode})
+    flash("Settings saved.")
+    return redirect("/admin#settings")
+
+
+@bp.post("/admin/outbox/retry")
+def retry_all() -> Any:
+    if not _post_allowed():
+        return _refused()
+    runtime = _runtime()
+    count = retry_failed(runtime.engine)
+    runtime.wakeup.notify()
+    flash(f"{count} failed item{'s' if count != 1 else ''} queued again.")
+    return redirect("/admin#outbox")
+
+
+@bp.post("/admin/outbox/<int:item_id>/retry")
+def retry_one(item_id: int) -> Any:
+    if not _post_allowed():
+        return _refused()
+    runtime = _runtime()
+    outcome = retry_item(runtime.engine, item_id)
+    if outcome is None:
+        flash(f"There is no outbox item {item_id}.", "error")
+    elif outcome is False:
+        flash(f"Outbox item {item_id} has not failed; nothing to retry.", "error")
+    else:
+        runtime.wakeup.notify()
+        flash(f"Outbox item {item_id} queued again.")
+    return redirect("/admin#outbox")
+
+
+@bp.get("/admin/status.json")
+@admin_required
+def status() -> Any:
+    """The CRM check report and outbox counts (loaded after the page, since a CRM check can be slow)."""
+    runtime = _runtime()
+    try:
+        lines = [{"ok": line.ok, "what": line.what, "detail": line.detail} for line in runtime.crm.check()]
+    except CRMError as exc:
+        lines = [{"ok": False, "what": "CRM connection", "detail": f"the CRM did not answer: {exc}"}]
+    return jsonify({"crm": {"name": runtime.crm.name, "ok": all(line["ok"] for line in lines), "lines": lines},
+                    "outbox": outbox_counts(runtime.engine)})

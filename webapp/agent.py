@@ -1,0 +1,281 @@
+"""The agent console: sign-in by one-time link, the live page, its JSON API and its event stream.
+
+The stream is server-sent events: each event's `id` is a console_events id, so a browser that
+reconnects (EventSource sends Last-Event-ID by itself) is caught up from the durable log.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, Iterator
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, redirect, render_template, request, session
+from flask.blueprints import BlueprintSetupState
+
+from crmconnector import agents, console_view
+from crmconnector.chats import new_record_fields
+from crmconnector.crm.errors import CRMError, CRMRejected
+from crmconnector.linking import LINKABLE_OBJECTS, LinkError, link_chat
+from crmconnector.runtime import Runtime
+from crmconnector.screenpop.decide import NEW_RECORD_OBJECTS
+from webapp.csrf import csrf_token, form_token_ok, same_origin
+
+bp = Blueprint("agent", __name__)
+CLOSING = "crmconnector.console_closing"
+# How long one stream lives before the browser reconnects (frees the server thread now and then),
+# how often it re-reads the log when no wake-up came, and how often it sends a heartbeat.
+STREAM_SECONDS = 300.0
+POLL_SECONDS = 2.0
+HEARTBEAT_SECONDS = 15.0
+
+
+@bp.record_once
+def _on_register(state: BlueprintSetupState) -> None:
+    app: Flask = state.app
+    runtime: Runtime = app.extensions["crmconnector"]
+    closing = threading.Event()
+    app.extensions[CLOSING] = closing
+    runtime.on_close(closing.set)  # open streams end when the server shuts down
+    app.jinja_env.globals.setdefault("csrf_token", csrf_token)
+
+
+def _runtime() -> Runtime:
+    return current_app.extensions["crmconnector"]
+
+
+def current_agent() -> agents.Agent | None:
+    agent_id = session.get("agent_id")
+    if not isinstance(agent_id, int):
+        return None
+    return agents.get_agent(_runtime().engine, agent_id)
+
+
+def _error(status: int, code: str, message: str, field: str | None = None) -> Any:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if field:
+        error["field"] = field
+    return jsonify({"error": error}), status
+
+
+def _unauthorized() -> Any:
+    return _error(401, "unauthorized", "sign in with the link from `crmconnector agents add`")
+
+
+# -- sign-in and out ---------------------------------------------------------------------------------
+
+@bp.get("/agent/sign-in")
+def sign_in() -> Any:
+    token = request.args.get("token", "")
+    if not token:
+        return render_template("agent_signin_failed.html",
+                               reason="This sign-in link has no token. Ask for a new link."), 400
+    agent = agents.redeem(_runtime().engine, token)
+    if agent is None:
+        return render_template("agent_signin_failed.html",
+                               reason="This sign-in link is not valid: it has expired, was already used, "
+                                      "or was never issued. Ask your administrator for a new link."), 401
+    session.clear()  # a fresh session: nothing of a previous one carries over
+    session["agent_id"] = agent.id
+    return redirect("/agent")
+
+
+@bp.post("/agent/sign-out")
+def sign_out() -> Any:
+    if not form_token_ok():
+        return render_template("agent_signin_failed.html", reason="The sign-out form expired; reload the page."), 400
+    session.pop("agent_id", None)
+    return render_template("agent_signed_out.html")
+
+
+# -- pages --------------------------------------------------------------------------------------------
+
+def _console_page(selected: str | None) -> Any:
+    agent = current_agent()
+    if agent is None:
+        return render_template("agent_signed_out.html", needs_sign_in=True), 401
+    runtime = _runtime()
+    last_id = console_view.latest_event_id(runtime.engine)  # read before the chats: nothing falls between
+    chats = console_view.agent_chats(runtime.engine, runtime.crm, agent.email)
+    if selected is not None and not any(c["id"] == selected for c in chats):
+        chat = console_view.agent_chat(runtime.engine, runtime.crm, agent.email, selected)
+        if chat is None:
+            return render_template("agent_signed_out.html", not_found=selected), 404
+        chats.append(chat)
+    initial = {"chats": chats, "last_event_id": last_id, "selected": selected,
+               "agent": {"email": agent.email, "name": agent.name}}
+    return render_template("agent.html", agent=agent, initial=_script_json(initial))
+
+
+def _script_json(value: Any) -> str:
+    """JSON safe to place inside a <script> element."""
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+@bp.get("/agent")
+def console_page() -> Any:
+    return _console_page(None)
+
+
+@bp.get("/agent/chats/<chat_id>")
+def chat_page(chat_id: str) -> Any:
+    return _console_page(chat_id)
+
+
+# -- JSON API -----------------------------------------------------------------------------------------
+
+@bp.get("/api/agent/chats")
+def list_chats() -> Any:
+    agent = current_agent()
+    if agent is None:
+        return _unauthorized()
+    runtime = _runtime()
+    last_id = console_view.latest_event_id(runtime.engine)
+    return jsonify({"chats": console_view.agent_chats(runtime.engine, runtime.crm, agent.email),
+                    "last_event_id": last_id})
+
+
+@bp.get("/api/agent/chats/<chat_id>")
+def get_chat(chat_id: str) -> Any:
+    agent = current_agent()
+    if agent is None:
+        return _unauthorized()
+    runtime = _runtime()
+    chat = console_view.agent_chat(runtime.engine, runtime.crm, agent.email, chat_id)
+    if chat is None:
+        return _error(404, "not_found", f"no chat {chat_id} assigned to you")
+    return jsonify(chat)
+
+
+def _json_body() -> dict[str, Any] | Any:
+    """The posted JSON object, or an error response (also the CSRF guard of the JSON endpoints)."""
+    if not same_origin():
+        return _error(403, "forbidden", "cross-site request refused")
+    if not request.is_json:
+        return _error(415, "unsupported_media_type", "Content-Type must be application/json")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return _error(400, "invalid_json", "the body must be a JSON object")
+    return body
+
+
+def _text(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+@bp.post("/api/agent/chats/<chat_id>/link")
+def link(chat_id: str) -> Any:
+    agent = current_agent()
+    if agent is None:
+        return _unauthorized()
+    body = _json_body()
+    if not isinstance(body, dict):
+        return body
+    object_name, record_id = _text(body, "object"), _text(body, "id")
+    if object_name is None:
+        return _error(400, "invalid_payload", "object is required", "object")
+    if record_id is None:
+        return _error(400, "invalid_payload", "id is required", "id")
+    runtime = _runtime()
+    try:
+        linked = link_chat(runtime.engine, runtime.crm, chat_id, agent.email, object_name, record_id)
+    except LinkError as exc:
+        return _error(exc.status, exc.code, exc.message, exc.field)
+    except CRMError as exc:
+        return _error(503, "crm_unavailable", f"the CRM did not answer: {exc}")
+    runtime.wakeup.notify()
+    return jsonify({"chat_id": chat_id, "linked_record": linked,
+                    "chat": console_view.agent_chat(runtime.engine, runtime.crm, agent.email, chat_id)})
+
+
+@bp.post("/api/agent/chats/<chat_id>/records")
+def create_record(chat_id: str) -> Any:
+    """Create a record for the consumer of a no-match chat, then link the chat to it."""
+    agent = current_agent()
+    if agent is None:
+        return _unauthorized()
+    body = _json_body()
+    if not isinstance(body, dict):
+        return body
+    runtime = _runtime()
+    chat = console_view.agent_chat(runtime.engine, runtime.crm, agent.email, chat_id)
+    if chat is None:
+        return _error(404, "not_found", f"no chat {chat_id} assigned to you")
+    object_name = _text(body, "object")
+    if object_name not in NEW_RECORD_OBJECTS:
+        return _error(400, "invalid_payload", f"object must be one of {', '.join(NEW_RECORD_OBJECTS)}", "object")
+    fields = body.get("fields", {})
+    if not isinstance(fields, dict) or not all(isinstance(k, str) and isinstance(v, (str, bool, int, type(None)))
+                                               and not isinstance(v, float) for k, v in fields.items()):
+        return _error(400, "invalid_payload", "fields must be an object of field names to values", "fields")
+    allowed = set(console_view.FORM_FIELDS[object_name])
+    unknown = sorted(set(fields) - allowed)
+    if unknown:
+        return _error(400, "invalid_payload", f"{object_name} field {unknown[0]!r} cannot be set here",
+                      f"fields.{unknown[0]}")
+    try:
+        record_id = runtime.crm.create(object_name, new_record_fields(object_name, chat["consumer_number"], fields))
+    except CRMRejected as exc:
+        return _error(400, "crm_rejected", str(exc), "fields")
+    except CRMError as exc:
+        return _error(503, "crm_unavailable", f"the CRM did not answer: {exc}")
+    record = {"object": object_name, "id": record_id, "url": runtime.crm.record_url(object_name, record_id)}
+    if object_name in LINKABLE_OBJECTS:
+        try:
+            link_chat(runtime.engine, runtime.crm, chat_id, agent.email, object_name, record_id)
+        except LinkError as exc:
+            return _error(exc.status, exc.code, exc.message, exc.field)
+        runtime.wakeup.notify()
+    return jsonify({"record": record, "linked": object_name in LINKABLE_OBJECTS,
+                    "chat": console_view.agent_chat(runtime.engine, runtime.crm, agent.email, chat_id)}), 201
+
+
+# -- the live stream ----------------------------------------------------------------------------------
+
+def _start_id(engine: Any) -> int:
+    for raw in (request.headers.get("Last-Event-ID"), request.args.get("after")):
+        if raw is not None and raw.strip().isdigit():
+            return int(raw.strip())
+    return console_view.latest_event_id(engine)
+
+
+def _sse(event: str, data: dict[str, Any], event_id: int | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+@bp.get("/agent/stream")
+def stream() -> Any:
+    agent = current_agent()
+    if agent is None:
+        return _unauthorized()
+    runtime = _runtime()
+    config = current_app.config
+    lifetime = float(config.get("CONSOLE_STREAM_SECONDS", STREAM_SECONDS))
+    poll = float(config.get("CONSOLE_POLL_SECONDS", POLL_SECONDS))
+    heartbeat = float(config.get("CONSOLE_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS))
+    closing: threading.Event = current_app.extensions[CLOSING]
+    start = _start_id(runtime.engine)
+
+    def generate() -> Iterator[str]:
+        last = start
+        yield "retry: 1000\n" + _sse("hello", {"agent": agent.email, "after": last})
+        deadline = time.monotonic() + lifetime
+        quiet_since = time.monotonic()
+        while True:
+            for update in console_view.updates_after(runtime.engine, agent.email, last):
+                chat = console_view.agent_chat(runtime.engine, runtime.crm, agent.email, update.chat_id)
+                yield _sse("chat", {"kind": update.kind, "chat_id": update.chat_id, "chat": chat}, update.id)
+                last = update.id
+                quiet_since = time.monotonic()
+            if closing.is_set() or time.monotonic() >= deadline:
+                return
+            if not runtime.wakeup.wait(poll) and time.monotonic() - quiet_since >= heartbeat:
+                yield ": heartbeat\n\n"
+                quiet_since = time.monotonic()
+
+    return Response(generate(), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
