@@ -176,6 +176,8 @@ abandoned_calls = Table(
     Column("status", String(16), nullable=False, default="new"),  # new, ticketed, skipped, failed
     Column("error", Text),
     Column("received_at", UTC, nullable=False, default=utcnow),
+    # Set before the Case is first sent to the CRM: only such calls can have a Case we do not know of.
+    Column("attempted_at", UTC),
     Index("ix_abandoned_status", "status"),
 )
 

@@ -62,6 +62,8 @@ class FlakyCRM(LocalCRM):
         self.down = False
         self.creates_until_down: int | None = None  # goes down after this many batch creates
         self.rejected_phones: set[str] = set()
+        self.lose_next_answer = False  # the batch is written, but the answer never arrives (a timeout)
+        self.unsearchable: set[str] = set()  # numbers whose search the CRM refuses
         self.calls: list[str] = []
 
     def _check(self, what: str) -> None:
@@ -75,6 +77,8 @@ class FlakyCRM(LocalCRM):
 
     def find_by_phone(self, numbers: Any, objects: Any) -> Any:
         self._check("find_by_phone")
+        if self.unsearchable & set(numbers):
+            raise CRMRejected("search term is not valid", code="INVALID_SEARCH")
         return super().find_by_phone(numbers, objects)
 
     def find(self, object_name: str, field_name: str, values: Any) -> Any:
@@ -83,7 +87,11 @@ class FlakyCRM(LocalCRM):
 
     def create_many(self, object_name: str, rows: Any) -> Any:
         self._check("create_many")
-        return super().create_many(object_name, rows)
+        results = super().create_many(object_name, rows)
+        if self.lose_next_answer:
+            self.lose_next_answer = False
+            raise RetryableCRMError("Salesforce did not answer in time (collection)", code="TIMEOUT")
+        return results
 
     def upsert_with_files(self, object_name: str, key_field: str, fields: Any, files: Any = ()) -> Any:
         self._check("upsert_with_files")

@@ -115,3 +115,15 @@ def test_the_server_starts_the_scheduler_in_the_background(settings, make_settin
     with server.engine.connect() as conn:
         assert conn.execute(select(job_schedule.c.interval_seconds)).scalar() == 3600
     server.close()
+
+
+def test_jobs_retry_requeues_the_calls_the_crm_rejected(platform, runtime, crm, cli_env):
+    runtime.crm = FlakyCRM(runtime.engine)
+    runtime.crm.rejected_phones = {"+14155550132"}
+    post_call(platform)
+    assert run_abandoned_tickets(runtime, fetcher=MediaHost({})).rejected
+    result = _invoke("jobs", "retry", "abandoned-tickets")
+    assert result.stdout == "re-queued 1 failed call(s) for the next run\n"
+    ran = _invoke("jobs", "run", "abandoned-tickets")  # the CLI's own CRM has no such validation rule
+    assert ran.exit_code == 0 and "1 created" in ran.stdout
+    assert len(crm.query("Case", {"Origin": "Phone"})) == 1

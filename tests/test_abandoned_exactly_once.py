@@ -199,7 +199,54 @@ def test_a_row_the_crm_rejects_is_failed_with_its_error_and_the_batch_goes_on(pl
     assert len(_subjects(flaky)) == 4
 
 
-def test_each_batch_costs_one_search_one_lookup_and_one_create(platform, runtime, flaky):
+def test_each_batch_costs_one_search_and_one_create(platform, runtime, flaky):
     _post_many(platform, 7)
     run_abandoned_tickets(runtime, batch_size=3, fetcher=MediaHost({}))
-    assert flaky.calls == ["find_by_phone", "find", "create_many"] * 3
+    assert flaky.calls == ["find_by_phone", "create_many"] * 3
+
+
+def test_a_timeout_after_the_crm_wrote_the_batch_creates_no_second_case(platform, runtime, flaky):
+    _post_many(platform, 4)
+    flaky.lose_next_answer = True
+    first = run_abandoned_tickets(runtime, fetcher=MediaHost({}))
+    assert (first.created, first.left) == (0, 4)
+    assert first.error == "CRM unavailable: TIMEOUT: Salesforce did not answer in time (collection)"
+    assert len(_subjects(flaky)) == 4  # written, though we never heard back
+    flaky.calls.clear()
+    second = run_abandoned_tickets(runtime, fetcher=MediaHost({}))
+    assert (second.created, second.existing, second.left) == (0, 4, 0)
+    assert flaky.calls == ["find"]  # attempted calls are looked up by subject first; found: no search, no create
+    assert len(_subjects(flaky)) == 4
+    assert {s for s, _ in _statuses(runtime).values()} == {"ticketed"}
+
+
+def test_a_caller_the_crm_cannot_search_for_fails_alone(platform, runtime, flaky):
+    _post_many(platform, 3)
+    flaky.unsearchable = {"+14155552001"}
+    result = run_abandoned_tickets(runtime, fetcher=MediaHost({}))
+    assert result.created == 2
+    assert result.rejected == [("k001", "the CRM rejected the search for the caller's number: "
+                                        "INVALID_SEARCH: search term is not valid")]
+    # one search for the batch, then one per number to find the culprit, then one create
+    assert flaky.calls == ["find_by_phone"] * 4 + ["create_many"]
+    assert _statuses(runtime)["k001"][0] == "failed"
+
+
+def test_a_runner_that_lost_its_lease_stops_before_writing(platform, runtime, crm):
+    for call_id in ("m-1", "m-2"):
+        post_call(platform, call_id, messages=[{"id": "m1", "text": "pic", "sent_at": "2026-11-21T17:03:30Z",
+                                                "media": [{"url": "https://m.example/a.jpg"}]}])
+    host = MediaHost({"https://m.example/a.jpg": b"a"})
+
+    def slow_download(item, fallback_name):
+        # meanwhile our lease expired and another instance took it
+        with runtime.engine.begin() as conn:
+            conn.execute(leases.update().where(leases.c.name == JOB_NAME).values(holder="other-instance"))
+        return host(item, fallback_name)
+
+    result = run_abandoned_tickets(runtime, fetcher=slow_download)
+    assert result.error == "lease 'abandoned-tickets' was taken over by another runner"
+    assert result.created == 0
+    assert crm.query("Case", {"Origin": "Phone"}) == []
+    assert {s for s, _ in _statuses(runtime).values()} == {"new"}
+    assert lease_store.holder_of(runtime.engine, JOB_NAME)[0] == "other-instance"  # not released by the loser

@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import select
 
 from crmconnector import preferences
-from crmconnector.store import abandoned_calls, job_runs
+from crmconnector.store import abandoned_calls, job_runs, utcnow
 from crmconnector.sync.abandoned import run_abandoned_tickets
 from tests.abandoned_support import LocalMediaServer, MediaHost, post_call
 
@@ -167,6 +167,9 @@ def test_running_twice_creates_nothing_new(platform, runtime, crm):
 
 def test_a_case_created_before_a_crash_is_found_by_its_subject_not_created_again(platform, runtime, crm):
     post_call(platform)
+    # A run sent the Case and died before recording it: the call is marked as attempted, the Case exists.
+    with runtime.engine.begin() as conn:
+        conn.execute(abandoned_calls.update().values(attempted_at=utcnow()))
     earlier = crm.create("Case", {"Subject": "Abandoned call c-100 from +1 415-555-0132", "Origin": "Phone"})
     result = _run(runtime)
     assert (result.created, result.existing) == (0, 1)

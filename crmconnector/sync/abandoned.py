@@ -4,8 +4,10 @@ One run, under the `abandoned-tickets` lease (one runner across processes and in
 the calls still `new` in batches of up to 200 (one sObject Collections request on Salesforce):
   1. decide each call by the admin's mode (off / all / with_sms); the others are `skipped`;
   2. match the callers with one backend search per batch (SOSL packs up to 50 numbers a request);
-  3. look the Cases up by their subject key first, so a run cut off after the CRM's create only
-     records the Case that exists;
+  3. mark the calls as attempted, then, for calls an earlier run had already attempted, look the
+     Cases up by their subject key first, so a run cut off after the CRM's create (or a timeout
+     after the write) only records the Case that exists. A call never attempted cannot have a
+     Case, so the common path costs no lookup at all;
   4. create the rest with one batch create; calls with wait-time media go through
      `upsert_with_files` (keyed by subject, files keyed by message and position), which is safe to
      repeat;
@@ -37,6 +39,9 @@ log = logging.getLogger(__name__)
 
 JOB_NAME = "abandoned-tickets"
 BATCH_SIZE = 200  # sObject Collections take at most 200 records a request
+# Numbers matched together: one SOSL search takes 50 on Salesforce, and the exact filter after it
+# costs (numbers x candidates), so larger groups only cost time.
+MATCH_CHUNK = 50
 LEASE_SECONDS = 300.0  # renewed after every batch; a crashed runner frees it after this
 
 
@@ -88,16 +93,16 @@ def run_abandoned_tickets(runtime: "Runtime", *, batch_size: int = BATCH_SIZE,
         result = JobResult(mode)
         run_id = _start_run(engine)
         try:
-            batch = _Batch(runtime.crm, engine, settings.default_region,
-                           tuple(pop_settings(engine).object_order), fetcher or make_fetcher(settings), result)
+            batch = _Batch(runtime.crm, engine, settings.default_region, tuple(pop_settings(engine).object_order),
+                           fetcher or make_fetcher(settings), result, lease.renew)
             after = ""
             while not (should_stop and should_stop()):
                 calls = _next_calls(engine, after, batch_size)
                 if not calls:
                     break
                 after = calls[-1]["id"]
+                lease.renew()  # still ours before anything reaches the CRM, or stop (LeaseLost)
                 batch.run(_qualifying(engine, mode, calls, result))
-                lease.renew()
         except (RetryableCRMError, CRMAuthError) as exc:
             result.error = f"CRM unavailable: {exc}"
             log.warning("abandoned-call tickets: %s; the calls wait for the next run", result.error)
@@ -162,6 +167,7 @@ class _Batch:
     object_order: tuple[str, ...]
     fetcher: MediaFetcher
     result: JobResult
+    keep_lease: Callable[[], None]  # renews the job's lease (downloads can take a while)
 
     def __post_init__(self) -> None:
         self._done: list[tuple[str, str]] = []
@@ -175,44 +181,60 @@ class _Batch:
             self._flush()
 
     def _run(self, calls: Sequence[dict[str, Any]]) -> None:
-        if not calls:
-            return
-        matches, unmatched = self._match(calls)
-        for call_id, error in unmatched.items():
-            self._record_failure(call_id, error)
-        calls = [c for c in calls if c["id"] not in unmatched]
         subjects = {c["id"]: subject(c["id"], c["caller_number"]) for c in calls}
-        existing = self._existing(list(subjects.values()))
-        plain, with_media = [], []
+        existing = self._existing([subjects[c["id"]] for c in calls if c["attempted_at"] is not None])
+        todo = []
         for call in calls:
-            if _has_media(call):
-                with_media.append(call)
-            elif subjects[call["id"]] in existing:
+            if subjects[call["id"]] in existing and not _has_media(call):
                 self._record_case(call["id"], existing[subjects[call["id"]]], created=False)
             else:
-                plain.append(call)
-        self._create(plain, matches)
-        for call in with_media:
-            self._upsert_with_media(call, matches.get(call["caller_number"]),
-                                    created=subjects[call["id"]] not in existing)
+                todo.append(call)
+        if not todo:
+            return
+        matches, unmatched = self._match(todo)
+        for call_id, error in unmatched.items():
+            self._record_failure(call_id, error)
+        todo = [c for c in todo if c["id"] not in unmatched]
+        self._mark_attempted([c["id"] for c in todo if c["attempted_at"] is None])
+        self._create([c for c in todo if not _has_media(c)], matches)
+        for call in todo:
+            if _has_media(call):  # upsert_with_files finds an existing Case itself and adds missing files
+                self._upsert_with_media(call, matches.get(call["caller_number"]),
+                                        created=subjects[call["id"]] not in existing)
 
     def _match(self, calls: Sequence[Mapping[str, Any]]) -> tuple[dict[str, MatchResult], dict[str, str]]:
-        numbers = [c["caller_number"] for c in calls]
-        try:
-            return match_numbers(self.crm, numbers, region=self.region, object_order=self.object_order), {}
-        except CRMRejected:
-            pass  # one number spoils the search: match one by one so only its calls fail
+        """Match the callers MATCH_CHUNK numbers at a time (one SOSL request each on Salesforce)."""
+        numbers = list(dict.fromkeys(c["caller_number"] for c in calls))
         matches: dict[str, MatchResult] = {}
         bad: dict[str, str] = {}
-        for number in dict.fromkeys(numbers):
+        for start in range(0, len(numbers), MATCH_CHUNK):
+            chunk = numbers[start:start + MATCH_CHUNK]
             try:
-                matches.update(match_numbers(self.crm, [number], region=self.region, object_order=self.object_order))
-            except CRMRejected as exc:
-                bad[number] = f"the CRM rejected the search for the caller's number: {exc}"
+                matches.update(self._match_numbers(chunk))
+                continue
+            except CRMRejected:
+                pass  # one number spoils the search: match one by one so only its calls fail
+            for number in chunk:
+                try:
+                    matches.update(self._match_numbers([number]))
+                except CRMRejected as exc:
+                    bad[number] = f"the CRM rejected the search for the caller's number: {exc}"
         return matches, {c["id"]: bad[c["caller_number"]] for c in calls if c["caller_number"] in bad}
+
+    def _match_numbers(self, numbers: list[str]) -> dict[str, MatchResult]:
+        return match_numbers(self.crm, numbers, region=self.region, object_order=self.object_order)
+
+    def _mark_attempted(self, call_ids: list[str]) -> None:
+        """Committed before the CRM sees the calls: whatever happens next, the next run looks them up."""
+        if call_ids:
+            with self.engine.begin() as conn:
+                conn.execute(abandoned_calls.update().where(abandoned_calls.c.id.in_(call_ids))
+                             .values(attempted_at=utcnow()))
 
     def _existing(self, subjects: list[str]) -> dict[str, str]:
         found: dict[str, str] = {}
+        if not subjects:
+            return found
         for record in self.crm.find("Case", "Subject", subjects):
             found.setdefault(record.fields.get("Subject") or record.name, record.id)
         return found
@@ -235,6 +257,7 @@ class _Batch:
 
     def _upsert_with_media(self, call: Mapping[str, Any], match: MatchResult | None, *, created: bool) -> None:
         files, notes = fetch_call_media(self.fetcher, call)
+        self.keep_lease()
         try:
             outcome = self.crm.upsert_with_files("Case", "Subject", case_fields(call, match, notes), files)
         except CRMRejected as exc:

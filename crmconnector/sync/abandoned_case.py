@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
 from crmconnector.crm.base import Record
-from crmconnector.matching import MatchResult, international, try_normalize
+from crmconnector.matching import MatchResult, try_normalize
+from crmconnector.matching import international as _international
 
 DESCRIPTION_LIMIT = 32_000
 LINE_LIMIT = DESCRIPTION_LIMIT // 2  # one huge message must not push out every other one
@@ -29,6 +31,12 @@ class MediaNote:
     message_id: str
     name: str
     reason: str
+
+
+@lru_cache(maxsize=4096)
+def international(e164: str) -> str:
+    """Formatting parses the number again: a batch names each caller several times, and dialed numbers repeat."""
+    return _international(e164)
 
 
 def subject(call_id: str, caller_e164: str) -> str:
