@@ -102,7 +102,7 @@ def agent_label(agent: Mapping[str, Any] | None) -> str:
     return ""
 
 
-def assignments_from(rows: Sequence[Mapping[str, Any]]) -> list[Assignment]:
+def assignments_from(rows: Sequence[Any]) -> list[Assignment]:
     """Assignments out of chat_activity rows (assigned events and ended transfers with a new agent)."""
     found = []
     for row in rows:

@@ -220,3 +220,73 @@ def test_the_background_worker_posts_without_being_asked(platform, runtime, crm)
     finally:
         worker.stop()
     assert len(tasks(crm)) == 1
+
+
+PROCESS_WORKER = """
+import os, sys, time
+from crmconnector.crm.local import LocalCRM
+from crmconnector.settings import Settings
+from crmconnector.store import make_engine
+from crmconnector.sync.worker import Worker
+
+url, name, log_path = sys.argv[1:4]
+engine = make_engine(url)
+crm = LocalCRM(engine)
+
+
+class Logged:
+    def __getattr__(self, attr):
+        return getattr(crm, attr)
+
+    def upsert_with_files(self, object_name, key_field, fields, files=()):
+        with open(log_path, "a") as log:
+            log.write(f"{name} start {fields[key_field]} {time.monotonic_ns()}\\n")
+        time.sleep(0.02)
+        result = crm.upsert_with_files(object_name, key_field, fields, files)
+        with open(log_path, "a") as log:
+            log.write(f"{name} end {fields[key_field]} {time.monotonic_ns()}\\n")
+        return result
+
+
+settings = Settings(database_url=url, callback_secrets=("s",), admin_token="t", run_background=False)
+worker = Worker(engine, Logged(), settings, name=name, fetch_media=lambda *a: "not fetched")
+open(f"{log_path}.{name}.ready", "w").close()
+while not os.path.exists(f"{log_path}.go"):  # both processes start together
+    time.sleep(0.01)
+worker.start(threads=3)
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    time.sleep(0.1)
+    with engine.connect() as conn:
+        left = conn.exec_driver_sql("SELECT count(*) FROM outbox WHERE status IN ('pending', 'running')").scalar()
+    if not left:
+        break
+worker.stop()
+engine.dispose()
+"""
+
+
+def test_two_processes_on_one_database_never_write_one_task_at_the_same_time(platform, runtime, crm, tmp_path):
+    import subprocess
+    import sys
+
+    chat_ids = [str(n) for n in range(1, 41)]
+    for chat_id in chat_ids:
+        platform.post("chat.started", started(chat_id))
+        platform.post("chat.ended", ended(60, chat_id))
+    log_path = tmp_path / "writes.log"
+    url = runtime.settings.database_url
+    processes = [subprocess.Popen([sys.executable, "-c", PROCESS_WORKER, url, name, str(log_path)])
+                 for name in ("alpha", "beta")]
+    for _ in range(3000):
+        if all((tmp_path / f"writes.log.{name}.ready").exists() for name in ("alpha", "beta")):
+            break
+        time.sleep(0.01)
+    (tmp_path / "writes.log.go").touch()
+    assert [p.wait(timeout=120) for p in processes] == [0, 0]
+    entries = [line.split() for line in log_path.read_text().splitlines()]
+    starts = [(who, key) for who, what, key, _ in entries if what == "start"]
+    assert sorted(key for _, key in starts) == sorted(f"sms-chat-{c}" for c in chat_ids)  # each written once
+    assert {who for who, _ in starts} == {"alpha", "beta"}  # both processes took a share
+    assert all(len(tasks(crm, c)) == 1 for c in chat_ids)
+    assert {r["status"] for r in outbox_rows(runtime)} == {"done"}
