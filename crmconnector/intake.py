@@ -19,7 +19,7 @@ from crmconnector import signatures
 from crmconnector.crm.base import CRMBackend
 from crmconnector.events import EventError, parse_data, parse_envelope
 from crmconnector.settings import Settings
-from crmconnector.store import events, utcnow
+from crmconnector.store import events, reading, utcnow
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
@@ -133,7 +133,7 @@ class Intake:
 
     def _replay(self, event_id: str, digest: str) -> Outcome | None:
         try:
-            with self.context.engine.connect() as conn:
+            with reading(self.context.engine) as conn:  # on SQLite a read must not take the write lock
                 row = conn.execute(select(events.c.body_hash, events.c.response_status, events.c.response_body)
                                    .where(events.c.id == event_id)).first()
         except OperationalError as exc:
