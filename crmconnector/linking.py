@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from crmconnector import console
+from crmconnector import console, optout
 from crmconnector.crm.base import CRMBackend
 from crmconnector.crm.errors import CRMRejected
 from crmconnector.store import chats, utcnow
@@ -52,7 +52,8 @@ def link_chat(engine: Engine, crm: CRMBackend, chat_id: str, agent_email: str, o
         if current["ended_at"] is not None:
             enqueue(conn, "chat_log", chat_id)
             conn.execute(chats.update().where(chats.c.id == chat_id).values(crm_status="pending"))
-        enqueue(conn, "opt_out", chat_id)  # the consumer's choice follows them to the new record
+        if optout.has_keyword(conn, chat_id):
+            enqueue(conn, "opt_out", chat_id)  # the consumer's choice follows them to the new record
         console.publish(conn, current["agent_email"], chat_id, "linked",
                         {"chat_id": chat_id, "object": record.object, "id": record.id})
     return {"object": record.object, "id": record.id, "name": record.name}

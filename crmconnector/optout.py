@@ -9,8 +9,11 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from sqlalchemy import Connection, func, select
+
 from crmconnector.chatstate import MessageState, natural_key
 from crmconnector.crm.base import CRMBackend
+from crmconnector.store import chat_messages
 
 OPT_OUT = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
 OPT_IN = frozenset({"START", "YES", "UNSTOP"})
@@ -37,6 +40,14 @@ def latest_choice(messages: Sequence[MessageState]) -> bool | None:
     choices = [(m.sent_at, natural_key(m.message_id), choice) for m in messages
                if m.sender == "consumer" and (choice := keyword(m.text)) is not None]
     return max(choices)[2] if choices else None
+
+
+def has_keyword(conn: Connection, chat_id: str) -> bool:
+    """Whether the consumer sent any opt-out or opt-in keyword in this chat."""
+    texts = conn.execute(select(chat_messages.c.text).where(
+        chat_messages.c.chat_id == chat_id, chat_messages.c.sender == "consumer",
+        func.length(chat_messages.c.text) <= 40)).scalars()  # keywords are short; skip long texts in SQL
+    return any(keyword(text) is not None for text in texts)
 
 
 def apply_choice(crm: CRMBackend, linked_object: str | None, linked_id: str | None, field: str,

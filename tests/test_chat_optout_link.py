@@ -122,3 +122,11 @@ def test_a_chat_started_after_an_agent_linked_keeps_the_agents_choice(platform, 
     platform.post("chat.ended", ended(60))
     make_worker(runtime).run_once()
     assert tasks(crm)[0].fields["WhoId"] == lead
+
+
+def test_linking_a_chat_without_keywords_queues_no_opt_out(platform, runtime, crm):
+    _assigned_chat(platform, crm)
+    platform.post("chat.message", message("m1", "consumer", "hello there", 20))
+    lead = crm.create("Lead", {"LastName": "Finn", "Company": "Raft"})
+    link_chat(runtime.engine, crm, "2415", TOM["email"], "Lead", lead)
+    assert outbox_rows(runtime) == []

@@ -90,7 +90,8 @@ def match(worker: "Worker", item: Item) -> None:
             console.publish(conn, current["agent_email"], item.key, "pop", {"chat_id": item.key})
         if current["ended_at"] is not None:
             enqueue(conn, "chat_log", item.key)
-        enqueue(conn, "opt_out", item.key)
+        if optout.has_keyword(conn, item.key):
+            enqueue(conn, "opt_out", item.key)
         finish_done(conn, item)
     worker.notify()
     raise Done
