@@ -41,6 +41,7 @@ bench: install-test
 	$(BIN)/python bench/api_calls.py
 	$(BIN)/python bench/abandoned.py
 	$(BIN)/python bench/outbox_drain.py
+	$(BIN)/python bench/load.py --matrix
 
 clean:
 	rm -rf $(VENV) build *.egg-info

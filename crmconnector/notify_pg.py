@@ -67,7 +67,7 @@ class PgWakeup:
     def _connect(self) -> Any:
         """A psycopg connection of our own, outside the pool, in autocommit mode."""
         pooled = self.engine.raw_connection()
-        conn = pooled.dbapi_connection
+        conn: Any = pooled.dbapi_connection
         pooled.detach()
         conn.autocommit = True
         return conn

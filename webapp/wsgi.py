@@ -41,7 +41,7 @@ def serve_workers(settings: Settings, workers: int, threads: int,
                   on_ready: Callable[[], None] = lambda: None) -> None:
     """Run gunicorn with `workers` processes of `threads` threads each, until SIGTERM or Ctrl-C;
     `on_ready` runs once it listens."""
-    from gunicorn.app.base import BaseApplication
+    from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
     from sqlalchemy.exc import OperationalError
 
