@@ -19,8 +19,8 @@ CHART_HOURS = 24
 CHART_DAYS = 14
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
+def _when(value: datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else None
 
 
 def _display(number: str | None) -> str:
@@ -36,11 +36,11 @@ def recent_chats(engine: Engine, crm: CRMBackend, limit: int = 50) -> list[dict[
         rows = conn.execute(select(chats).order_by(chats.c.created_at.desc().nulls_last(), chats.c.id.desc())
                             .limit(limit)).mappings().all()
     return [{
-        "id": r["id"], "created_at": _iso(r["created_at"]), "number": _display(r["consumer_number"]),
+        "id": r["id"], "created_at": _when(r["created_at"]), "number": _display(r["consumer_number"]),
         "outcome": r["match_outcome"], "agent": r["agent_name"] or r["agent_email"],
         "linked": ({"object": r["linked_object"], "id": r["linked_id"],
                     "url": crm.record_url(r["linked_object"], r["linked_id"])} if r["linked_id"] else None),
-        "ended_at": _iso(r["ended_at"]), "crm_status": r["crm_status"], "crm_error": r["crm_error"],
+        "ended_at": _when(r["ended_at"]), "crm_status": r["crm_status"], "crm_error": r["crm_error"],
         "task_url": crm.record_url("Task", r["task_id"]) if r["task_id"] else None,
     } for r in rows]
 
@@ -52,7 +52,7 @@ def recent_abandoned(engine: Engine, crm: CRMBackend, limit: int = 50) -> list[d
                                                              abandoned_calls.c.id.desc()).limit(limit)
                             ).mappings().all()
     return [{
-        "id": r["id"], "caller": _display(r["caller_number"]), "abandoned_at": _iso(r["abandoned_at"]),
+        "id": r["id"], "caller": _display(r["caller_number"]), "abandoned_at": _when(r["abandoned_at"]),
         "wait_seconds": r["wait_seconds"], "sms_status": r["sms_status"],
         "sms_count": len(r["sms_messages"] or []), "status": r["status"], "error": r["error"],
         "case_url": crm.record_url("Case", r["case_id"]) if r["case_id"] else None,

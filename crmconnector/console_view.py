@@ -101,14 +101,23 @@ def _new_record(row: Mapping[str, Any], crm: CRMBackend, object_name: str) -> di
             "url": crm.new_record_url(object_name, {phone_field: number}) if number else None}
 
 
+def _local_name(crm: CRMBackend, object_name: str, record_id: str) -> str | None:
+    """A linked record's name that the match did not return (picked by id, or created in the console).
+    Only the embedded CRM is asked: on Salesforce it would cost an API request per snapshot."""
+    if crm.name != "local":
+        return None
+    record = crm.get(object_name, record_id)
+    return record.name if record else None
+
+
 def chat_snapshot(conn: Connection, crm: CRMBackend, row: Mapping[str, Any], new_record_object: str) -> dict[str, Any]:
     """Everything the console shows for one chat."""
     linked = None
     if row["linked_id"]:
         records = row["match_records"] or []
         known = next((r for r in records if r.get("id") == row["linked_id"]), None)
-        linked = {"object": row["linked_object"], "id": row["linked_id"],
-                  "name": known.get("name") if known else None,
+        name = known.get("name") if known else _local_name(crm, row["linked_object"], row["linked_id"])
+        linked = {"object": row["linked_object"], "id": row["linked_id"], "name": name,
                   "url": crm.record_url(row["linked_object"], row["linked_id"])}
     outcome = row["match_outcome"]
     return {

@@ -310,10 +310,15 @@
   }
 
   function showBanner(down) {
-    if (bannerTimer) { clearTimeout(bannerTimer); bannerTimer = null; }
-    if (!down) { banner.hidden = true; return; }
+    if (!down) {
+      if (bannerTimer) { clearTimeout(bannerTimer); bannerTimer = null; }
+      banner.hidden = true;
+      return;
+    }
     // A stream that ends on schedule reconnects at once: only a real outage shows the banner.
-    bannerTimer = setTimeout(function () { banner.hidden = false; }, 1500);
+    if (!bannerTimer && banner.hidden) {
+      bannerTimer = setTimeout(function () { bannerTimer = null; banner.hidden = false; }, 1500);
+    }
   }
 
   function connect() {

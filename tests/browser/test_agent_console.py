@@ -1,0 +1,197 @@
+"""The agent console in headless Chromium: live pops of each kind, the pick, the new-record form,
+visibility, and catching up after the stream was cut."""
+from __future__ import annotations
+
+import struct
+import threading
+import time
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Iterator
+
+import pytest
+from sqlalchemy import select
+
+from crmconnector.runtime import Runtime
+from crmconnector.store import chats
+from webapp import create_app
+from tests.browser.conftest import LiveServer, screenshot
+from tests.conftest import Platform
+from tests.chat_support import HUCK, TOM, assigned, ended, message, started
+
+pytestmark = pytest.mark.browser
+NUMBER = "+14155550132"
+
+
+def _png(width: int = 96, height: int = 96) -> bytes:
+    rows = b"".join(b"\x00" + bytes(c for x in range(width) for c in (150 + x % 60, 110 + y % 90, 60))
+                    for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def media_host() -> Iterator[str]:
+    """The SMS platform's media host: serves one picture."""
+    image = _png()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(image)))
+            self.end_headers()
+            self.wfile.write(image)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def sign_in(page: Any, live: LiveServer, agent: dict[str, str]) -> None:
+    page.goto(live.sign_in_link(agent["email"], agent["name"]))
+    page.wait_for_url(f"{live.url}/agent")
+    page.get_by_text(f"Signed in as {agent['name']}").wait_for()
+    page.evaluate("window.__loadedOnce = true")  # gone if the page ever reloads
+    wait_until(lambda: page.evaluate("window.crmConsole !== undefined"))
+
+
+def assign_chat(live: LiveServer, chat_id: str, agent: dict[str, str], number: str = NUMBER) -> dict[str, Any]:
+    response = live.post("chat.started", started(chat_id, number))
+    assert response.status_code == 200
+    assert live.post("chat.assigned", assigned(agent, 10, chat_id)).status_code == 200
+    return response.json()
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met")
+        time.sleep(0.1)
+
+
+def linked(live: LiveServer, chat_id: str) -> tuple[str | None, str | None]:
+    with live.runtime.engine.connect() as conn:
+        row = conn.execute(select(chats.c.linked_object, chats.c.linked_id).where(chats.c.id == chat_id)).one()
+    return row.linked_object, row.linked_id
+
+
+def test_a_single_match_pops_live_without_reload(page: Any, live: LiveServer, media_host: str) -> None:
+    contact = live.crm.create("Contact", {"FirstName": "Becky", "LastName": "Thatcher", "Phone": "(415) 555-0132"})
+    sign_in(page, live, TOM)
+    page.get_by_text("No chats yet").wait_for()
+    assign_chat(live, "2415", TOM)
+    pop = page.locator(".pop-single")
+    pop.wait_for()
+    assert pop.locator(".record-name").inner_text() == "Becky Thatcher"
+    link = pop.get_by_role("link", name="Open in CRM")
+    assert link.get_attribute("href") == f"{live.url}/crm/Contact/{contact}"
+    assert page.locator("h2.consumer").inner_text() == "+1 415-555-0132"
+    live.post("chat.message", message("m1", "consumer", "Hi! Can you quote a new fence? Photo attached.", 20,
+                                      "2415", media=[{"url": f"{media_host}/fence.png", "content_type": "image/png",
+                                                      "filename": "fence.png"}]))
+    live.post("chat.message", message("m2", "agent", "Hello Becky, happy to help.", 30, "2415", agent=TOM))
+    page.locator(".msg-agent").wait_for()
+    thumb = page.locator(".thumb img")
+    assert thumb.get_attribute("alt") == "fence.png"
+    assert page.locator(".thumb").get_attribute("href") == f"{media_host}/fence.png"
+    wait_until(lambda: page.evaluate("document.querySelector('.thumb img').naturalWidth") == 96)
+    assert "posted to the CRM when the chat ends" in page.locator(".crm-status").inner_text()
+    assert page.evaluate("window.__loadedOnce") is True
+    screenshot(page, "agent-single.png")
+
+
+def test_several_matches_the_pick_moves_the_chat_log(page: Any, live: LiveServer) -> None:
+    first = live.crm.create("Contact", {"FirstName": "Becky", "LastName": "Thatcher", "Phone": NUMBER})
+    time.sleep(0.01)
+    second = live.crm.create("Lead", {"FirstName": "Huck", "LastName": "Finn", "Company": "Raft Tours",
+                                      "MobilePhone": "415.555.0132"})
+    sign_in(page, live, TOM)
+    assign_chat(live, "2416", TOM)
+    radios = page.locator(".pop-multiple input[type=radio]")
+    radios.first.wait_for()
+    assert radios.count() == 2
+    assert radios.nth(0).is_checked() and not radios.nth(1).is_checked()
+    radios.nth(0).focus()
+    page.keyboard.press("ArrowDown")  # keyboard only: move the choice, then press the button
+    assert radios.nth(1).is_checked()
+    page.get_by_role("button", name="Link chat to the selected record").click()
+    page.get_by_text("Linked to Huck Finn.").wait_for()
+    assert page.locator(".linked-name").inner_text() == "Huck Finn"
+    assert linked(live, "2416") == ("Lead", second)
+    live.post("chat.message", message("m1", "consumer", "Is Tuesday possible?", 20, "2416"))
+    live.post("chat.ended", ended(120, "2416"))
+    wait_until(lambda: live.crm.find("Task", "CallObject", ["sms-chat-2416"]))
+    task = live.crm.find("Task", "CallObject", ["sms-chat-2416"])[0]
+    assert task.fields["WhoId"] == second and first != second
+    page.get_by_role("link", name="View chat log").wait_for()
+    assert page.get_by_role("link", name="View chat log").get_attribute("href") == f"{live.url}/crm/Task/{task.id}"
+    screenshot(page, "agent-multiple.png")
+
+
+def test_no_match_the_form_creates_and_links_the_record(page: Any, live: LiveServer) -> None:
+    sign_in(page, live, TOM)
+    assign_chat(live, "2417", TOM)
+    form = page.get_by_role("form", name="New Contact")
+    form.wait_for()
+    assert form.get_by_label("Phone").input_value() == NUMBER
+    form.get_by_label("FirstName").fill("Becky")
+    form.get_by_label("LastName *").fill("Thatcher")
+    form.get_by_label("Email").fill("becky@example.com")
+    screenshot(page, "agent-none.png")
+    form.get_by_role("button", name="Create Contact and link").click()
+    page.get_by_text("Contact created and linked.").wait_for()
+    records = live.crm.find("Contact", "Email", ["becky@example.com"])
+    assert [r.name for r in records] == ["Becky Thatcher"]
+    assert records[0].fields["Phone"] == NUMBER
+    assert linked(live, "2417") == ("Contact", records[0].id)
+    assert page.locator(".linked-name").inner_text() == "Becky Thatcher"
+
+
+def test_a_chat_assigned_to_another_agent_never_appears(page: Any, live: LiveServer) -> None:
+    sign_in(page, live, TOM)
+    assign_chat(live, "900", HUCK, "+14155550199")
+    assign_chat(live, "901", TOM)
+    page.locator('[data-chat-id="901"]').wait_for()
+    assert page.locator('[data-chat-id="900"]').count() == 0
+    assert sorted(page.evaluate("Object.keys(window.crmConsole.chats())")) == ["901"]
+    page.goto(f"{live.url}/agent/chats/900")
+    page.get_by_text("There is no chat 900 assigned to you.").wait_for()
+
+
+def test_a_pop_missed_while_the_stream_was_down_appears_after_reconnecting(page: Any, live: LiveServer) -> None:
+    live.crm.create("Contact", {"FirstName": "Becky", "LastName": "Thatcher", "Phone": NUMBER})
+    sign_in(page, live, TOM)
+    assign_chat(live, "500", TOM, "+14155550100")
+    page.locator('[data-chat-id="500"]').wait_for()
+    banner = page.locator("#stream-banner")
+    assert banner.is_hidden()
+    live.stop()  # the server goes away: its event streams end and nothing answers
+    banner.wait_for(state="visible")
+    runtime = Runtime(live.settings)  # meanwhile another instance on the same database takes the events
+    try:
+        platform = Platform(create_app(runtime=runtime, background=False).test_client())
+        assert platform.post("chat.started", started("501", NUMBER)).status_code == 200
+        assert platform.post("chat.assigned", assigned(TOM, 10, "501")).status_code == 200
+    finally:
+        runtime.close()
+    live.start()
+    page.locator('[data-chat-id="501"]').wait_for()
+    banner.wait_for(state="hidden")
+    page.locator('[data-chat-id="501"]').click()
+    assert page.locator(".pop-single .record-name").inner_text() == "Becky Thatcher"
+    assert page.evaluate("window.__loadedOnce") is True
