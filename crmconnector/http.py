@@ -4,6 +4,9 @@
 thread for good. Every session the connector uses (simple-salesforce's and the media downloader's) comes
 from `make_session`, so no request can leave without a timeout, and `REQUESTS_CA_BUNDLE` (read once into
 `Settings.ca_bundle`) is honoured for every HTTPS call.
+
+`PinnedAdapter` is the media downloader's transport: it connects only to socket addresses that were
+resolved and checked beforehand, so no second DNS answer can send the connection elsewhere.
 """
 from __future__ import annotations
 
