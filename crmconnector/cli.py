@@ -47,7 +47,7 @@ def main(verbose: bool) -> None:
               help="Worker processes (more than 1 runs gunicorn; each worker runs its share of the outbox).")
 def serve(host: str | None, port: int | None, threads: int, workers: int) -> None:
     """Run the connector: callbacks, agent console, admin pages, outbox worker and scheduler."""
-    import waitress
+    import waitress  # type: ignore[import-untyped]
 
     from webapp import create_app
 

@@ -95,3 +95,16 @@ def make_settings(settings: Settings) -> Any:
     def make(**changes: Any) -> Settings:
         return replace(settings, **changes)
     return make
+
+
+@pytest.fixture
+def workdir(tmp_path: Any, monkeypatch: Any) -> Any:
+    """A working directory of its own (for `.env` and `instance/`) and none of our variables set:
+    for commands that read their settings from the environment, as `crmconnector` does."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("CRMCONNECTOR_", "SALESFORCE_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -1,8 +1,6 @@
 """`crmconnector import OBJECT FILE.csv`: progress bar, bad rows listed by line with reasons, good rows kept."""
 from __future__ import annotations
 
-import os
-
 import pytest
 from click.testing import CliRunner
 
@@ -12,15 +10,6 @@ from crmconnector.crm.importer import import_file
 from crmconnector.matching import match_number
 from crmconnector.runtime import Runtime
 from crmconnector.settings import Settings
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    for name in list(os.environ):
-        if name.startswith(("CRMCONNECTOR_", "SALESFORCE_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def open_state(workdir) -> Runtime:
@@ -122,3 +111,12 @@ def test_utf8_with_byte_order_mark_and_batches(runtime, tmp_path):
     assert report.imported == 25
     assert [(p.line, "Company" in p.reason) for p in report.problems] == [(27, True)]
     assert match_number(runtime.crm, "+14155550024").records[0].name == "Lead24"
+
+
+def test_rows_shorter_than_the_header_are_loaded_with_what_they_have(runtime, tmp_path):
+    path = tmp_path / "short.csv"
+    path.write_text("LastName,Phone,Title\nA,4155550101,Boss\nB\nC,4155550103\n")
+    report = import_file(runtime.crm, "Contact", str(path), progress=False)
+    assert (report.imported, report.problems) == (3, [])
+    by_name = {r.name: r for r in runtime.crm.query("Contact", {})}
+    assert by_name["B"].fields["Phone"] is None and by_name["C"].fields["Title"] is None

@@ -1,22 +1,10 @@
 """The command line refuses a configuration that cannot work, naming what is wrong, before doing anything."""
 from __future__ import annotations
 
-import os
-
 import pytest
 from click.testing import CliRunner
 
 from crmconnector.cli import main
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    """A working directory of its own and an environment without any of our variables."""
-    for name in list(os.environ):
-        if name.startswith(("CRMCONNECTOR_", "SALESFORCE_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 @pytest.mark.parametrize("command", [["serve"], ["check"], ["outbox"], ["import", "Contact", "x.csv"]])

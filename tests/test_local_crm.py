@@ -233,6 +233,15 @@ def test_bulk_load_indexes_phones_like_create(crm):
     assert sorted(r.name for r in found) == ["n07", "n49"]
 
 
+def test_bulk_load_takes_rows_with_different_fields_and_applies_defaults(crm):
+    crm.bulk_load("Contact", [{"LastName": "A", "Phone": "4155550101"},
+                              {"LastName": "B", "MobilePhone": "4155550102", "Title": "Boss"}])
+    by_name = {r.name: r for r in crm.query("Contact", {})}
+    assert by_name["A"].fields["Title"] is None and by_name["B"].fields["Title"] == "Boss"
+    assert by_name["A"].fields["DoNotCall"] is False
+    assert [r.name for r in crm.find_by_phone(["+14155550102"], ["Contact"])] == ["B"]
+
+
 def test_check_reports_every_object(crm):
     lines = crm.check()
     assert all(line.ok for line in lines)

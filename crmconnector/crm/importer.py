@@ -9,7 +9,7 @@ import csv
 from dataclasses import dataclass, field
 from typing import IO, Any, Iterator
 
-from tqdm import tqdm
+from tqdm import tqdm  # type: ignore[import-untyped]
 
 from crmconnector.crm.errors import CRMRejected
 from crmconnector.crm.local import LocalCRM

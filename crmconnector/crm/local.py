@@ -171,12 +171,17 @@ class LocalCRM:
         table = self._table(object_name)
         now = utcnow()
         records, phones = [], []
+        defaults = {s.name: s.default for s in OBJECTS[object_name] if s.default is not None}
         for fields in rows:
             record_id = fields.get("Id") or ids.new_id(object_name)
-            record = {"Id": record_id, "CreatedDate": now, "LastModifiedDate": fields.get("LastModifiedDate", now),
+            record = {**defaults, "Id": record_id, "CreatedDate": now,
+                      "LastModifiedDate": fields.get("LastModifiedDate", now),
                       **{k: v for k, v in fields.items() if k not in ("Id", "LastModifiedDate")}}
             records.append(record)
             phones.extend(self._phone_rows(object_name, record_id, record))
+        # One multi-row INSERT needs the same columns in every row: absent fields are NULL.
+        columns = {name for record in records for name in record}
+        records = [{name: record.get(name) for name in columns} for record in records]
         with self._write() as conn:
             if records:
                 conn.execute(insert(table), records)
