@@ -169,6 +169,16 @@ def test_a_chat_assigned_to_another_agent_never_appears(page: Any, live: LiveSer
     page.locator('[data-chat-id="901"]').wait_for()
     assert page.locator('[data-chat-id="900"]').count() == 0
     assert sorted(page.evaluate("Object.keys(window.crmConsole.chats())")) == ["901"]
+    # A second chat, accepted earlier on the platform's clock, is listed first; its messages count as unread.
+    assert live.post("chat.started", started("902", "+14155550177")).status_code == 200
+    assert live.post("chat.assigned", assigned(TOM, 5, "902")).status_code == 200
+    live.post("chat.message", message("m1", "consumer", "Are you there?", 30, "902"))
+    badge = page.locator('[data-chat-id="902"] .unread')
+    badge.wait_for()
+    assert badge.inner_text() == "1" and badge.get_attribute("aria-label") == "1 unread"
+    assert page.locator(".chat-item").evaluate_all("items => items.map(i => i.dataset.chatId)") == ["902", "901"]
+    page.locator('[data-chat-id="902"]').click()
+    assert page.locator('[data-chat-id="902"] .unread').count() == 0
     page.goto(f"{live.url}/agent/chats/900")
     page.get_by_text("There is no chat 900 assigned to you.").wait_for()
 

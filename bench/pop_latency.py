@@ -1,0 +1,89 @@
+"""Screen-pop latency in a real browser: from posting a signed chat.assigned to the pop shown in the
+agent console (server-sent events), on the production server (waitress) and the embedded CRM.
+
+Needs Debian's /usr/bin/chromium and Playwright. Prints p50/p90/p99/max over N chats.
+Usage: python bench/pop_latency.py [N]
+"""
+from __future__ import annotations
+
+import json
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+import waitress
+from playwright.sync_api import sync_playwright
+
+from crmconnector import agents
+from crmconnector.runtime import Runtime
+from crmconnector.settings import Settings
+from crmconnector.signatures import HEADER, sign
+from webapp import create_app
+
+SECRET = "bench-secret"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def post(base: str, event_type: str, data: dict) -> None:
+    body = json.dumps({"id": f"evt_{time.monotonic_ns()}", "type": event_type, "data": data}).encode()
+    response = requests.post(f"{base}/callbacks/events", data=body, timeout=10,
+                             headers={HEADER: sign(body, SECRET), "Content-Type": "application/json"})
+    response.raise_for_status()
+
+
+def main(count: int) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="pop-latency-"))
+    port = _port()
+    base = f"http://127.0.0.1:{port}"
+    settings = Settings(database_url=f"sqlite:///{folder / 'state.db'}", callback_secrets=(SECRET,),
+                        admin_token="bench-admin", instance_path=str(folder / "instance"), public_url=base,
+                        run_background=False)
+    runtime = Runtime(settings)
+    runtime.crm.create("Contact", {"FirstName": "Becky", "LastName": "Thatcher", "Phone": "+14155550132"})
+    server = waitress.create_server(create_app(runtime=runtime, background=True), host="127.0.0.1", port=port,
+                                    threads=16)
+    threading.Thread(target=server.run, daemon=True).start()
+    agent = agents.add_agent(runtime.engine, "tom@example.com", "Tom Sawyer")
+    link = agents.sign_in_link(runtime.engine, settings, agent)
+    latencies = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+        page = browser.new_page()
+        page.goto(link)
+        page.wait_for_function("window.crmConsole !== undefined")
+        time.sleep(0.5)
+        for n in range(count):
+            chat_id = f"bench-{n}"
+            post(base, "chat.started", {"chat": {"id": chat_id, "consumer_number": "+14155550132"}})
+            start = time.perf_counter()
+            post(base, "chat.assigned", {"chat": {"id": chat_id}, "agent": {"email": "tom@example.com"},
+                                         "assigned_at": "2026-11-21T17:03:11Z"})
+            page.wait_for_selector(f'[data-chat-id="{chat_id}"]', timeout=10_000)
+            latencies.append((time.perf_counter() - start) * 1000)
+        browser.close()
+    runtime.close()  # ends the console's event stream, then the server goes
+    time.sleep(1)
+    server.close()
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(round(p / 100 * (len(latencies) - 1))))]
+
+    print(f"pop latency over {count} chats (chat.assigned POST -> pop in the console), ms: "
+          f"p50 {statistics.median(latencies):.0f}, p90 {pct(90):.0f}, p99 {pct(99):.0f}, max {latencies[-1]:.0f}")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 100)
