@@ -91,32 +91,16 @@ def fetch_media(session: requests.Session, url: str, *, allowed_hosts: tuple[str
     if declared not in GENERIC_TYPES and not _allowed_type(declared):
         raise MediaRefused(f"content type {declared} not allowed")
     allowed = None if allowed_hosts is None else frozenset(_host_key(h) for h in allowed_hosts)
-    timeout = default_timeout(session)
     deadline = time.monotonic() + (deadline_seconds if deadline_seconds is not None
-                                   else max(MIN_DEADLINE_SECONDS, 4 * timeout[1]))
+                                   else max(MIN_DEADLINE_SECONDS, 4 * default_timeout(session)[1]))
     current = url
     try:
         for _hop in range(MAX_REDIRECTS + 1):
-            prepared = _request(session, current)
-            target = _check(prepared.url or "", allowed)
-            adapter = PinnedAdapter(target.host, target.port, target.addresses)
-            try:
-                response = adapter.send(prepared, stream=True, timeout=timeout, verify=session.verify,
-                                        cert=session.cert)
-                with response:
-                    if response.status_code in REDIRECTS:
-                        location = response.headers.get("Location")
-                        if not location:
-                            raise MediaRefused(f"HTTP {response.status_code} without a Location")
-                        current = urljoin(current, location.strip())
-                        continue
-                    if response.status_code != 200:
-                        raise MediaRefused(f"HTTP {response.status_code}")
-                    content_type = _settle_type(_media_type(response.headers.get("Content-Type")), declared)
-                    _check_length(response.headers.get("Content-Length"), max_bytes)
-                    data = _read_capped(response, max_bytes, deadline)
-            finally:
-                adapter.close()
+            got = _get(session, current, allowed, declared, max_bytes, deadline)
+            if isinstance(got, str):
+                current = got
+                continue
+            data, content_type = got
             name = safe_filename(filename) or url_filename(url, content_type) \
                 or safe_filename(fallback_name + extension(content_type)) or "media"
             return FetchedMedia(data=data, content_type=content_type, filename=name)
@@ -131,6 +115,29 @@ def fetch_media(session: requests.Session, url: str, *, allowed_hosts: tuple[str
         raise MediaRefused("connection failed") from None
     except (requests.exceptions.RequestException, HTTPError):
         raise MediaRefused("download failed") from None
+
+
+def _get(session: requests.Session, url: str, allowed: frozenset[str] | None, declared: str, max_bytes: int,
+         deadline: float) -> str | tuple[bytes, str]:
+    """One hop: the URL it redirects to, or the body and its content type."""
+    prepared = _request(session, url)
+    target = _check(prepared.url or "", allowed)
+    adapter = PinnedAdapter(target.host, target.port, target.addresses)
+    try:
+        with adapter.send(prepared, stream=True, timeout=default_timeout(session), verify=session.verify,
+                          cert=session.cert) as response:
+            if response.status_code in REDIRECTS:
+                location = response.headers.get("Location")
+                if not location:
+                    raise MediaRefused(f"HTTP {response.status_code} without a Location")
+                return urljoin(url, location.strip())
+            if response.status_code != 200:
+                raise MediaRefused(f"HTTP {response.status_code}")
+            content_type = _settle_type(_media_type(response.headers.get("Content-Type")), declared)
+            _check_length(response.headers.get("Content-Length"), max_bytes)
+            return _read_capped(response, max_bytes, deadline), content_type
+    finally:
+        adapter.close()
 
 
 def _host_key(host: str) -> str:

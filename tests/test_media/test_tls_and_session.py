@@ -34,6 +34,13 @@ def tls_server(start: Callable[[ssl.SSLContext], MediaServer], authority: trustm
     return server
 
 
+def fetch_logo(server: MediaServer, bundle: str | None) -> FetchedMedia:
+    """The logo by the name media.test (which the test network resolves to 127.0.0.1)."""
+    with make_session(timeout=5, ca_bundle=bundle) as session:
+        return fetch_media(session, server.url("/img/logo", host="media.test"), allowed_hosts=("media.test",),
+                           max_bytes=1000, declared_size=None, content_type_hint="image/png")
+
+
 def test_https_connects_to_the_pinned_address_and_verifies_the_name(
         start_tls_server: Callable[[ssl.SSLContext], MediaServer], ca: tuple[trustme.CA, str],
         network: Network) -> None:
@@ -41,9 +48,7 @@ def test_https_connects_to_the_pinned_address_and_verifies_the_name(
     server = tls_server(start_tls_server, authority, "media.test")
     network.names["media.test"] = ["127.0.0.1"]
 
-    with make_session(timeout=5, ca_bundle=bundle) as session:
-        got = fetch_media(session, server.url("/img/logo", host="media.test"), allowed_hosts=("media.test",),
-                          max_bytes=1000, declared_size=None, content_type_hint="image/png")
+    got = fetch_logo(server, bundle)
 
     assert got == FetchedMedia(data=PNG, content_type="image/png", filename="logo.png")
     assert network.lookups.count("media.test") == 1
@@ -57,9 +62,8 @@ def test_a_certificate_for_another_name_is_refused(
     server = tls_server(start_tls_server, authority, "other.test")
     network.names["media.test"] = ["127.0.0.1"]
 
-    with make_session(timeout=5, ca_bundle=bundle) as session, pytest.raises(MediaRefused) as caught:
-        fetch_media(session, server.url("/img/logo", host="media.test"), allowed_hosts=("media.test",),
-                    max_bytes=1000, declared_size=None, content_type_hint="image/png")
+    with pytest.raises(MediaRefused) as caught:
+        fetch_logo(server, bundle)
 
     assert caught.value.reason == "TLS certificate not accepted"
     assert server.paths == []
@@ -72,10 +76,8 @@ def test_a_certificate_from_an_unknown_authority_is_refused(
     server = tls_server(start_tls_server, authority, "media.test")
     network.names["media.test"] = ["127.0.0.1"]
 
-    with make_session(timeout=5, ca_bundle=None) as session, \
-            pytest.raises(MediaRefused) as caught:
-        fetch_media(session, server.url("/img/logo", host="media.test"), allowed_hosts=("media.test",),
-                    max_bytes=1000, declared_size=None, content_type_hint="image/png")
+    with pytest.raises(MediaRefused) as caught:
+        fetch_logo(server, None)  # the default trust store does not know this test authority
 
     assert caught.value.reason == "TLS certificate not accepted"
 
