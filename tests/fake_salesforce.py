@@ -54,6 +54,7 @@ class FakeSalesforce:
         self.requests = 0
         self.logins = 0
         self.refused_sessions = 0
+        self.searched: list[list[str]] = []  # the decoded terms of each search, oldest first
         self.latency = latency
         self.drop_next_answer = False  # the write lands, the answer is lost (a crash before our commit)
         self._seq = 0
@@ -230,7 +231,11 @@ class FakeSalesforce:
         match = re.fullmatch(r"FIND \{(.*)\} IN PHONE FIELDS RETURNING (.*)", sosl, re.S)
         if not match:
             raise Rejected(400, sf_error("MALFORMED_SEARCH", f"unexpected search: {sosl}"))
+        phrase = r'"(?:\\.|[^"\\?&|!{}\[\]()^~*:\'+-])*"'  # every reserved character escaped
+        if not re.fullmatch(f"{phrase}(?: OR {phrase})*", match.group(1)):
+            raise Rejected(400, sf_error("MALFORMED_SEARCH", f"unescaped reserved character in: {match.group(1)}"))
         phrases = [re.sub(r"\\(.)", r"\1", p) for p in re.findall(r'"((?:\\.|[^"\\])*)"', match.group(1))]
+        self.searched.append(phrases)
         wanted = {_term_key(re.findall(r"\d+", p)) for p in phrases} - {None}
         index = self._phone_index()
         found = []
