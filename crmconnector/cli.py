@@ -58,6 +58,9 @@ def serve(host: str | None, port: int | None, threads: int, workers: int) -> Non
         serve_workers(settings, workers, threads, on_ready=lambda: _print_welcome(settings))
         return
     runtime = open_runtime(settings)
+    # SIGTERM (service managers, containers) stops as cleanly as Ctrl-C: background work is released.
+    # Installed before anything is announced, so a stop right after the welcome is clean too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         app = create_app(runtime=runtime, background=True)
         try:
@@ -68,8 +71,6 @@ def serve(host: str | None, port: int | None, threads: int, workers: int) -> Non
                        "(set CRMCONNECTOR_HOST / CRMCONNECTOR_PORT, or --host / --port)", err=True)
             sys.exit(1)
         _print_welcome(settings)
-        # SIGTERM (service managers, containers) stops as cleanly as Ctrl-C: background work is released.
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         server.run()  # returns after Ctrl-C or SIGTERM, having closed its sockets and threads
     finally:
         runtime.close()
