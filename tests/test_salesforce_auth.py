@@ -1,6 +1,7 @@
 """Salesforce login at the HTTP level: token request shape, laziness, one re-login, bad credentials."""
 from __future__ import annotations
 
+import time
 from typing import Iterator
 
 import pytest
@@ -9,6 +10,7 @@ import responses
 from responses.registries import OrderedRegistry
 
 from crmconnector.crm.errors import CRMAuthError, RetryableCRMError
+from crmconnector.crm.salesforce import PING_FRESH_SECONDS
 from crmconnector.metrics import REGISTRY
 from tests.fake_salesforce import DATA, INSTANCE_URL, TOKEN_URL, add_token, bearer, make_crm, sf_error
 
@@ -56,12 +58,27 @@ def test_client_credentials_token_request_and_bearer_header(rsps: responses.Requ
 
 
 def test_login_happens_once_for_many_requests(rsps: responses.RequestsMock) -> None:
+    query = f"{DATA}/query/"
+    rsps.add(responses.GET, query, json={"done": True, "records": []}, match=[bearer("token-1")])
     add_token(rsps)
-    rsps.add(responses.GET, PING, json={}, match=[bearer("token-1")])
+    crm = make_crm()
+    crm.query("SELECT Id FROM Contact")
+    crm.query("SELECT Id FROM Contact")
+    assert [c.request.url.split("?")[0] for c in rsps.calls] == [TOKEN_URL, query, query]
+
+
+def test_ping_spends_no_request_while_salesforce_answered_recently(rsps: responses.RequestsMock,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    add_token(rsps)
+    rsps.add(responses.GET, PING, json={})
     crm = make_crm()
     crm.ping()
+    crm.ping()  # a health probe right after: the last answer is proof enough
+    assert crm.request_count == 2
+    later = time.monotonic() + PING_FRESH_SECONDS + 1
+    monkeypatch.setattr(time, "monotonic", lambda: later)
     crm.ping()
-    assert [c.request.url for c in rsps.calls] == [TOKEN_URL, PING, PING]
+    assert crm.request_count == 3
 
 
 def test_expired_session_logs_in_again_once_and_repeats_the_request(ordered: responses.RequestsMock) -> None:

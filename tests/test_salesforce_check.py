@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import requests
 import responses
 from click.testing import CliRunner
 from responses import matchers
@@ -111,3 +112,10 @@ def test_cli_check_with_bad_credentials_says_so_and_exits_1(cli_env: dict[str, s
     assert ("FAIL  Salesforce login: invalid_client: Salesforce refused the client credentials: "
             "invalid client credentials") in result.output
     assert "0 ok, 1 failed" in result.output
+
+
+def test_an_unreachable_org_is_one_failing_connection_line(rsps: responses.RequestsMock) -> None:
+    rsps.add(responses.POST, TOKEN_URL, body=requests.ConnectionError("no route to host"))
+    lines = make_crm().check()
+    assert [(line.ok, line.what) for line in lines] == [(False, "Salesforce connection")]
+    assert lines[0].detail == "CONNECTION: cannot reach the Salesforce login server: ConnectionError"

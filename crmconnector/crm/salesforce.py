@@ -7,6 +7,7 @@ built with simple-salesforce's `format_soql`, SOSL only through `crm/sosl.py`.
 from __future__ import annotations
 
 import re
+import time
 from datetime import date, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
     from crmconnector.settings import Settings
 
+PING_FRESH_SECONDS = 30.0
 COLLECTION_SIZE = 200  # sObject Collections take at most 200 records a request
 SOQL_IN_CHARS = 3000  # keep each query URL short; the IN list is split past this
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
@@ -213,8 +215,12 @@ class SalesforceCRM:
         return url
 
     def ping(self) -> None:
-        """The API version's resource list: proves the session and the version and needs no permission
-        beyond API access (the limits resource would need View Setup)."""
+        """Whether Salesforce answers. Health probes call this often, and every request counts against
+        the org's allowance, so an answer within the last PING_FRESH_SECONDS is proof enough; otherwise
+        the API version's resource list is read (it needs no permission beyond API access)."""
+        last = self.http.last_answer
+        if last is not None and time.monotonic() - last < PING_FRESH_SECONDS:
+            return
         self.http.request("GET", "data:/", "ping")
 
     def check(self) -> list[CheckLine]:

@@ -95,6 +95,7 @@ class SalesforceHTTP:
         self._token: str | None = None
         self._instance_url: str | None = None
         self.request_count = 0
+        self.last_answer: float | None = None  # time.monotonic() of the last successful answer
 
     # -- session -----------------------------------------------------------------------------------
 
@@ -135,6 +136,7 @@ class SalesforceHTTP:
             response = self._send(method, path, kind, token, **kwargs)
         if response.status_code >= 300:
             raise translate_response(response)
+        self.last_answer = time.monotonic()
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
