@@ -192,3 +192,13 @@ def test_pack_keeps_every_request_within_limits() -> None:
     groups = sf_files.pack(files, sf_files.MAX_SUBREQUESTS - 1, sf_files.MAX_BODY_BYTES)
     assert [len(g) for g in groups] == [24, 25, 11]
     assert sf_files.pack([], 24, 1000) == [[]]
+
+
+@pytest.mark.parametrize("key", [None, ""])
+def test_an_empty_key_is_refused_before_any_request(rsps: responses.RequestsMock, crm: SalesforceCRM,
+                                                   key: Any) -> None:
+    with pytest.raises(CRMRejected) as caught:
+        crm.upsert_with_files("Task", "CallObject", {**FIELDS, "CallObject": key}, [upload("m1")])
+    assert caught.value.code == "MISSING_KEY"
+    assert len(rsps.calls) == 0
+    rsps.reset()

@@ -199,6 +199,8 @@ class SalesforceCRM:
                           files: Sequence[FileUpload] = ()) -> UpsertResult:
         api_name(object_name)
         api_name(key_field, "field")
+        if fields.get(key_field) in (None, ""):  # `= null` would pick some unrelated record to update
+            raise CRMRejected(f"{object_name}.{key_field} must have a value to upsert by", code="MISSING_KEY")
         return upsert_with_files(self.http, object_name, key_field, jsonable(fields), files)
 
     # -- links, health -----------------------------------------------------------------------------
