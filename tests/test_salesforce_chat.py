@@ -12,7 +12,7 @@ from crmconnector.runtime import Runtime
 from crmconnector.settings import Settings
 from crmconnector.sync.worker import Worker
 from tests.conftest import signed_headers
-from tests.fake_salesforce import LOGIN_URL, VERSION, FakeSalesforce
+from tests.fake_salesforce import INSTANCE_URL, LOGIN_URL, VERSION, FakeSalesforce
 
 COMPARED = ("Subject", "CallObject", "CallType", "CallDisposition", "CallDurationInSeconds", "Status",
             "ActivityDate", "Description")
@@ -146,3 +146,21 @@ def test_an_expired_session_mid_chat_costs_one_login(salesforce: tuple[Side, Fak
     assert len(remote.tasks("88")) == 1
     assert (fake.logins, fake.refused_sessions) == (2, 1)
     assert remote.runtime.crm.request_count == fake.requests
+
+
+def test_chat_started_answers_with_lightning_pops(salesforce: tuple[Side, FakeSalesforce]) -> None:
+    remote, fake = salesforce
+    single = remote.post(*events("s1")[0]).get_json()
+    assert single["match"]["outcome"] == "single"
+    assert single["screen_pop"]["action"] == "record"
+    assert single["screen_pop"]["url"] == f"{INSTANCE_URL}/lightning/r/Contact/{remote.contact}/view"
+    assert single["match"]["records"][0]["url"] == single["screen_pop"]["url"]
+    assert single["linked_record"] == {"object": "Contact", "id": remote.contact}
+    kind, data = events("s2")[0]
+    data = {"chat": {**data["chat"], "consumer_number": "+13125550100"}}
+    none = remote.post(kind, data).get_json()
+    assert none["match"]["outcome"] == "none"
+    assert none["screen_pop"]["action"] == "new_record"
+    new_contact = f"{INSTANCE_URL}/lightning/o/Contact/new?defaultFieldValues=Phone=%2B13125550100"
+    assert none["screen_pop"]["url"] == new_contact
+    assert fake.requests == 1 + 2 + 2  # login, the Account and Contact of the fixture, one search per chat
