@@ -10,7 +10,7 @@ import re
 import time
 from datetime import date, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import quote
 
 from simple_salesforce.format import format_soql
@@ -100,16 +100,17 @@ class SalesforceCRM:
     def from_settings(cls, settings: "Settings", session: "requests.Session | None" = None) -> "SalesforceCRM":
         """Build the backend (on the given session, or a new one); nothing connects until the first request."""
         session = session or make_session(settings)
-        http = SalesforceHTTP(session, api_version=settings.salesforce_api_version, login=lambda: ("", ""))
+        login: Callable[[], tuple[str, str]]
         if settings.salesforce_client_id:
-            http._login = partial(client_credentials_login, session, settings.salesforce_login_url,
-                                  settings.salesforce_client_id, settings.salesforce_client_secret, http.count)
+            login = partial(client_credentials_login, session, settings.salesforce_login_url,
+                            settings.salesforce_client_id, settings.salesforce_client_secret)
         else:
-            http._login = partial(password_login, session, username=settings.salesforce_username,
-                                  password=settings.salesforce_password,
-                                  security_token=settings.salesforce_security_token,
-                                  domain=settings.salesforce_domain or domain_of(settings.salesforce_login_url),
-                                  api_version=settings.salesforce_api_version, counter=http.count)
+            login = partial(password_login, session, username=settings.salesforce_username,
+                            password=settings.salesforce_password,
+                            security_token=settings.salesforce_security_token,
+                            domain=settings.salesforce_domain or domain_of(settings.salesforce_login_url),
+                            api_version=settings.salesforce_api_version)
+        http = SalesforceHTTP(session, api_version=settings.salesforce_api_version, login=login)
         return cls(http)
 
     @property

@@ -112,6 +112,7 @@ class SalesforceHTTP:
     def _ensure_login(self, stale: str | None = None) -> str:
         with self._lock:
             if self._token is None or self._token == stale:
+                self.count("auth")
                 self._token, instance_url = self._login()
                 self._instance_url = instance_url.rstrip("/")
             return self._token
@@ -163,10 +164,9 @@ def _is_expired_session(response: requests.Response) -> bool:
 
 # -- logins ----------------------------------------------------------------------------------------
 
-def client_credentials_login(session: requests.Session, login_url: str, client_id: str, client_secret: str,
-                             counter: Callable[[str], None]) -> tuple[str, str]:
+def client_credentials_login(session: requests.Session, login_url: str, client_id: str,
+                             client_secret: str) -> tuple[str, str]:
     """OAuth 2.0 client-credentials flow against the org's My Domain: (access token, instance URL)."""
-    counter("auth")
     try:
         response = session.post(f"{login_url.rstrip('/')}/services/oauth2/token",
                                 data={"grant_type": "client_credentials", "client_id": client_id,
@@ -198,9 +198,8 @@ def domain_of(login_url: str) -> str:
 
 
 def password_login(session: requests.Session, *, username: str, password: str, security_token: str,
-                   domain: str, api_version: str, counter: Callable[[str], None]) -> tuple[str, str]:
+                   domain: str, api_version: str) -> tuple[str, str]:
     """Username-password login exactly as simple-salesforce does it (SOAP): (session id, instance URL)."""
-    counter("auth")
     try:
         session_id, instance = SalesforceLogin(username=username, password=password,
                                                security_token=security_token or None, domain=domain,
