@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import Connection, select
 
 from crmconnector.events import AbandonedCall, CallAbandoned, Envelope, WaitTimeMessage
@@ -41,8 +42,9 @@ def _values(call: AbandonedCall) -> dict[str, Any]:
 
 
 @handles("call.abandoned")
-def apply_abandoned(context: EventContext, conn: Connection, envelope: Envelope, data: CallAbandoned,
+def apply_abandoned(context: EventContext, conn: Connection, envelope: Envelope, data: BaseModel,
                     prepared: Any) -> Outcome:
+    assert isinstance(data, CallAbandoned)  # the intake validated it with this model
     call = data.call
     messages = [_message_json(m) for m in (call.wait_time_sms.messages if call.wait_time_sms else [])]
     existing = conn.execute(select(abandoned_calls).where(abandoned_calls.c.id == call.id)).mappings().first()

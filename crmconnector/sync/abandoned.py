@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from sqlalchemy import Engine, bindparam, func, select
+from sqlalchemy import Engine, String, Text, bindparam, func, select
 
 from crmconnector.crm.base import CRMBackend
 from crmconnector.crm.errors import CRMAuthError, CRMRejected, RetryableCRMError
@@ -118,8 +118,9 @@ def run_abandoned_tickets(runtime: "Runtime", *, batch_size: int = BATCH_SIZE,
 
 def _start_run(engine: Engine) -> int:
     with engine.begin() as conn:
-        return int(conn.execute(job_runs.insert().values(job=JOB_NAME, started_at=utcnow(), status="running",
-                                                         created=0, failed=0, skipped=0)).inserted_primary_key[0])
+        inserted = conn.execute(job_runs.insert().values(job=JOB_NAME, started_at=utcnow(), status="running",
+                                                         created=0, failed=0, skipped=0)).inserted_primary_key
+        return int(inserted[0]) if inserted else 0
 
 
 def _finish_run(engine: Engine, run_id: int, result: JobResult) -> None:
@@ -280,7 +281,8 @@ class _Batch:
         """Write the batch's outcomes in one transaction."""
         if not (self._done or self._failures):
             return
-        key, case_id, error = bindparam("key"), bindparam("new_case_id"), bindparam("err")
+        key, case_id, error = (bindparam("key", type_=String), bindparam("new_case_id", type_=String),
+                               bindparam("err", type_=Text))
         with self.engine.begin() as conn:
             if self._done:
                 conn.execute(abandoned_calls.update().where(abandoned_calls.c.id == key)
