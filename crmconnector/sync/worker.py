@@ -258,7 +258,7 @@ def outbox_counts(engine: Engine) -> dict[str, int]:
 def list_items(engine: Engine, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     stmt = select(outbox).order_by(outbox.c.updated_at.desc(), outbox.c.id.desc()).limit(limit)
     if status:
-        stmt = stmt.where(outbox.c.status == ("running" if status == "running" else status))
+        stmt = stmt.where(outbox.c.status == status)
     with reading(engine) as conn:
         rows = conn.execute(stmt).mappings().all()
     return [{"id": r["id"], "kind": r["kind"], "key": r["key"], "status": r["status"], "attempts": r["attempts"],
