@@ -17,7 +17,7 @@ from simple_salesforce.format import format_soql
 
 from crmconnector.crm import sosl
 from crmconnector.crm.base import CheckLine, CreateResult, FileUpload, Record, UpsertResult
-from crmconnector.crm.errors import CRMError, CRMNotFound, CRMRejected
+from crmconnector.crm.errors import CRMNotFound, CRMRejected
 from crmconnector.crm.objects import OBJECTS, display_name
 from crmconnector.crm.sf_checks import check_org
 from crmconnector.crm.sf_files import upsert_with_files
@@ -230,4 +230,4 @@ class SalesforceCRM:
         return check_org(self.http)
 
 
-__all__ = ["SalesforceCRM", "CRMError", "api_name", "select_fields", "to_record"]
+__all__ = ["SalesforceCRM", "api_name", "select_fields", "to_record"]
