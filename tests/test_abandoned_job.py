@@ -236,3 +236,25 @@ def test_media_goes_through_the_safe_downloader(platform, runtime, crm, make_set
     assert [f.fields["Title"] for f in files] == ["fence.png"]
     assert crm.file_data(files[0].id) == b"\x89PNG-fence"
     assert "[media not attached: page.html (content type text/html not allowed)]" in case.fields["Description"]
+
+
+def test_a_call_without_wait_time_sms_data_gets_a_plain_case_in_mode_all(platform, runtime, crm):
+    preferences.save_abandoned_mode(runtime.engine, "all")
+    platform.post("call.abandoned", {"call": {"id": 77, "caller_number": "415-555-0132"}})
+    _run(runtime)
+    case = _case_of(runtime, crm, "77")
+    assert case.fields["Description"] == (
+        "Abandoned call: 77\nCaller: +1 415-555-0132\nDialed number: -\nQueue: -\nLanguage: -\nStarted: -\n"
+        "Abandoned: -\nWaited: - seconds\nWait-time SMS: not reported, 0 messages\nCRM match: none")
+
+
+def test_the_description_is_cut_at_a_message_boundary_to_fit_the_field(platform, runtime, crm):
+    text = "x" * 3000
+    post_call(platform, messages=[{"id": f"m{i:02d}", "text": text, "sent_at": f"2026-11-21T17:03:{i:02d}Z"}
+                                  for i in range(12)])
+    _run(runtime)
+    description = _case_of(runtime, crm, "c-100").fields["Description"]
+    assert len(description) <= 32_000
+    lines = description.split("\n")
+    assert lines[-1] == "[2 more messages not shown: the Case Description is limited to 32000 characters]"
+    assert lines[-2] == f"[2026-11-21 17:03:09Z] Caller: {text}"

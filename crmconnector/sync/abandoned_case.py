@@ -75,8 +75,8 @@ def header(call: Mapping[str, Any], match: MatchResult | None) -> list[str]:
     queue_text = " ".join(p for p in (queue.get("name"), f"({queue['id']})" if queue.get("id") else None) if p)
     messages = call.get("sms_messages") or []
     status = call.get("sms_status")
-    sms = (f"{status} ({SMS_STATUS_TEXT[status]}), {len(messages)} message{'s' * (len(messages) != 1)}"
-           if status else f"no status, {len(messages)} message{'s' * (len(messages) != 1)}")
+    count = f"{len(messages)} message{'s' * (len(messages) != 1)}"
+    sms = f"{status} ({SMS_STATUS_TEXT[status]}), {count}" if status else f"not reported, {count}"
     wait = call.get("wait_seconds")
     lines = [
         f"Abandoned call: {call['id']}",
