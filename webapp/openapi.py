@@ -39,7 +39,8 @@ PATHS: dict[str, dict[str, Any]] = {
         "requestBody": {"required": True, "content": {"application/json": {
             "schema": {"$ref": "#/components/schemas/Envelope"}}}},
         "responses": {"200": _json("Event applied (chat.started: match and screen pop)"),
-                      "202": _json("Accepted (chat.ended) or ignored (unknown type)"),
+                      "202": _json("Accepted (chat.ended; call.abandoned, recorded for the ticket job) "
+                                   "or ignored (unknown type)"),
                       **_errors(400, 401, 409, 413, 415, 503)}}},
     "/healthz": {"get": {"summary": "The process is alive", "responses": {"200": _json("alive")}}},
     "/readyz": {"get": {"summary": "Database and CRM reachable",
