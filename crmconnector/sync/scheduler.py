@@ -15,8 +15,8 @@ from apscheduler.events import (  # type: ignore[import-untyped]
     EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, EVENT_JOB_SUBMITTED, JobEvent)
 from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
 from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
-from sqlalchemy import Engine, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from crmconnector.store import job_schedule, utcnow
 from crmconnector.sync.abandoned import JOB_NAME, run_abandoned_tickets
@@ -84,11 +84,15 @@ class JobScheduler:
 
 
 def record_next_run(engine: Engine, job: str, when: datetime | None, interval: int) -> None:
-    with engine.begin() as conn:
-        values = {"next_run_at": when, "interval_seconds": interval, "updated_at": utcnow()}
-        if conn.execute(select(job_schedule.c.job).where(job_schedule.c.job == job)).first() is None:
+    """Upsert the job's next run time (several instances write it; the last one wins)."""
+    values = {"next_run_at": when, "interval_seconds": interval, "updated_at": utcnow()}
+    try:
+        with engine.begin() as conn:
+            if conn.execute(job_schedule.update().where(job_schedule.c.job == job).values(**values)).rowcount:
+                return
             conn.execute(job_schedule.insert().values(job=job, **values))
-        else:
+    except IntegrityError:  # another instance inserted the row first
+        with engine.begin() as conn:
             conn.execute(job_schedule.update().where(job_schedule.c.job == job).values(**values))
 
 
