@@ -25,12 +25,16 @@ def _person(person: BaseModel | None) -> dict[str, Any] | None:
     return person.model_dump(exclude_none=True) if person is not None else None
 
 
+# What the appliers need of a chat (not its match, which is JSON and costs to decode).
+_CHAT_COLUMNS = (chats.c.id, chats.c.agent_email, chats.c.ended_at, chats.c.crm_status)
+
+
 def _chat_row(conn: Connection, chat_id: str) -> dict[str, Any]:
     """The chat's row, created as a placeholder (not started) when this is its first event."""
-    row = conn.execute(select(chats).where(chats.c.id == chat_id)).mappings().first()
+    row = conn.execute(select(*_CHAT_COLUMNS).where(chats.c.id == chat_id)).mappings().first()
     if row is None:
         conn.execute(chats.insert().values(id=chat_id, started=False, updated_at=utcnow()))
-        row = conn.execute(select(chats).where(chats.c.id == chat_id)).mappings().one()
+        return {"id": chat_id, "agent_email": None, "ended_at": None, "crm_status": None}
     return dict(row)
 
 
