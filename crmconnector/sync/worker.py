@@ -50,6 +50,12 @@ class Done(Exception):
 Handler = Callable[["Worker", Item], None]
 
 
+def _due(now: datetime) -> Any:
+    """Pending and due, or held under a lease that has expired."""
+    return or_(and_(outbox.c.status == "pending", outbox.c.due_at <= now),
+               and_(outbox.c.status == "running", outbox.c.claimed_until < now))
+
+
 def claim_due(conn: Connection, token: str, now: datetime, lease_until: datetime, limit: int = 1) -> list[Item]:
     """Claim up to `limit` due items for `token`: pending and due, or held under an expired lease.
 
@@ -60,8 +66,7 @@ def claim_due(conn: Connection, token: str, now: datetime, lease_until: datetime
     held_elsewhere = exists().where(other.c.kind == outbox.c.kind, other.c.key == outbox.c.key,
                                     other.c.id != outbox.c.id, other.c.status == "running",
                                     other.c.claimed_until >= now)
-    due = or_(and_(outbox.c.status == "pending", outbox.c.due_at <= now),
-              and_(outbox.c.status == "running", outbox.c.claimed_until < now))
+    due = _due(now)
     stmt = (select(outbox.c.id, outbox.c.kind, outbox.c.key, outbox.c.attempts)
             .where(due, ~held_elsewhere).order_by(outbox.c.due_at, outbox.c.id).limit(limit * 4))
     postgres = conn.dialect.name == "postgresql"
@@ -133,6 +138,10 @@ class Worker:
     def claim(self, limit: int = 1) -> list[Item]:
         now = self.clock()
         token = f"{self.name}:{uuid.uuid4().hex[:12]}"
+        # A read first: idle threads woken by every event must not queue for the write lock.
+        with reading(self.engine) as conn:
+            if not conn.execute(select(outbox.c.id).where(_due(now)).limit(1)).first():
+                return []
         with self.engine.begin() as conn:
             return claim_due(conn, token, now, now + timedelta(seconds=self.lease_seconds), limit)
 
