@@ -258,3 +258,12 @@ def test_the_description_is_cut_at_a_message_boundary_to_fit_the_field(platform,
     lines = description.split("\n")
     assert lines[-1] == "[2 more messages not shown: the Case Description is limited to 32000 characters]"
     assert lines[-2] == f"[2026-11-21 17:03:09Z] Caller: {text}"
+
+
+def test_a_stopping_server_ends_the_run_between_batches(platform, runtime, crm):
+    for i in range(4):
+        post_call(platform, f"s{i}", f"+1415555{3000 + i}")
+    batches = []
+    result = _run(runtime, batch_size=2, should_stop=lambda: batches.append(1) or len(batches) > 1)
+    assert result.created == 2 and result.left == 2 and result.error is None
+    assert _run(runtime, batch_size=2).created == 2  # the next run takes the rest
