@@ -290,3 +290,24 @@ def test_two_processes_on_one_database_never_write_one_task_at_the_same_time(pla
     assert {who for who, _ in starts} == {"alpha", "beta"}  # both processes took a share
     assert all(len(tasks(crm, c)) == 1 for c in chat_ids)
     assert {r["status"] for r in outbox_rows(runtime)} == {"done"}
+
+
+def test_the_retry_policy_spreads_retries_and_never_retries_a_rejection():
+    low, high = RetryPolicy(random=lambda: 0.0), RetryPolicy(random=lambda: 1.0)
+    assert [low.delay(n) for n in (1, 2, 3, 4)] == [1, 2, 4, 8]
+    assert [high.delay(n) for n in (1, 2, 3, 4)] == [2, 4, 8, 16]
+    assert low.delay(1, CRMAuthError("expired")) == 2  # at least the base after a failed re-login
+    assert low.is_final(CRMRejected("bad")) and not low.is_final(RetryableCRMError("down"))
+    assert not low.is_final(CRMAuthError("expired"))
+
+
+def test_stopping_a_worker_gives_back_the_items_it_holds(platform, runtime):
+    platform.start_chat()
+    platform.post("chat.ended", ended(60))
+    worker = make_worker(runtime, name="leaving")
+    assert len(worker.claim()) == 1
+    assert outbox_rows(runtime)[0]["status"] == "running"
+    worker.stop()
+    [item] = outbox_rows(runtime)
+    assert (item["status"], item["claimed_by"]) == ("pending", None)
+    assert make_worker(runtime, name="next").run_once() == 1
