@@ -71,7 +71,7 @@ def _messages(conn: Connection, chat_id: str) -> list[dict[str, Any]]:
     media_rows = conn.execute(select(chat_media).where(chat_media.c.chat_id == chat_id)).mappings().all()
     media: dict[str, dict[int, Mapping[str, Any]]] = {}
     for m in media_rows:
-        media.setdefault(m["message_id"], {})[m["position"]] = m
+        media.setdefault(m["message_id"], {})[m["position"]] = dict(m)
     return [{"id": r["message_id"], "sender": r["sender"], "text": r["text"] or "", "sent_at": _iso(r["sent_at"]),
              "agent_name": (r["agent"] or {}).get("name") if isinstance(r["agent"], dict) else None,
              "media": _media_json(r["media"] or [], media.get(r["message_id"], {}))} for r in rows]

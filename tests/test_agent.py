@@ -228,6 +228,10 @@ def test_link_refuses_form_posts_and_foreign_origins(tom: Any, platform: Any, cr
     assert foreign.status_code == 403
     assert tom.post("/api/agent/chats/2415/link", data="[1]", content_type="application/json").status_code == 400
     assert linked(runtime, "2415") == before
+    behind_proxy = tom.post("/api/agent/chats/2415/link", json={"object": "Contact", "id": other},
+                            headers={"Origin": "http://connector.test"})  # the public URL, Host is localhost
+    assert behind_proxy.status_code == 200
+    assert linked(runtime, "2415") == ("Contact", other)
 
 
 def test_the_new_record_form_creates_and_links_a_contact(tom: Any, platform: Any, crm: Any, runtime: Any) -> None:

@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Any, Iterator
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, redirect, render_template, request, session
+from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, session
 from flask.blueprints import BlueprintSetupState
 
 from crmconnector import agents, console_view
@@ -32,7 +32,7 @@ HEARTBEAT_SECONDS = 15.0
 
 @bp.record_once
 def _on_register(state: BlueprintSetupState) -> None:
-    app: Flask = state.app
+    app = state.app
     runtime: Runtime = app.extensions["crmconnector"]
     closing = threading.Event()
     app.extensions[CLOSING] = closing
@@ -55,7 +55,9 @@ def _error(status: int, code: str, message: str, field: str | None = None) -> An
     error: dict[str, Any] = {"code": code, "message": message}
     if field:
         error["field"] = field
-    return jsonify({"error": error}), status
+    response = jsonify({"error": error})
+    response.status_code = status
+    return response
 
 
 def _unauthorized() -> Any:
@@ -166,20 +168,17 @@ def _text(body: dict[str, Any], name: str) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
-@bp.post("/api/agent/chats/<chat_id>/link")
-def link(chat_id: str) -> Any:
+def _signed_in_post() -> tuple[agents.Agent, dict[str, Any]] | Any:
+    """(agent, JSON body) of a console POST, or the error response."""
     agent = current_agent()
     if agent is None:
         return _unauthorized()
     body = _json_body()
-    if not isinstance(body, dict):
-        return body
-    object_name, record_id = _text(body, "object"), _text(body, "id")
-    if object_name is None:
-        return _error(400, "invalid_payload", "object is required", "object")
-    if record_id is None:
-        return _error(400, "invalid_payload", "id is required", "id")
-    runtime = _runtime()
+    return (agent, body) if isinstance(body, dict) else body
+
+
+def _link(runtime: Runtime, agent: agents.Agent, chat_id: str, object_name: str, record_id: str) -> Any:
+    """Link the chat; the linked record, or an error response."""
     try:
         linked = link_chat(runtime.engine, runtime.crm, chat_id, agent.email, object_name, record_id)
     except LinkError as exc:
@@ -187,6 +186,24 @@ def link(chat_id: str) -> Any:
     except CRMError as exc:
         return _error(503, "crm_unavailable", f"the CRM did not answer: {exc}")
     runtime.wakeup.notify()
+    return linked
+
+
+@bp.post("/api/agent/chats/<chat_id>/link")
+def link(chat_id: str) -> Any:
+    posted = _signed_in_post()
+    if not isinstance(posted, tuple):
+        return posted
+    agent, body = posted
+    object_name, record_id = _text(body, "object"), _text(body, "id")
+    if object_name is None:
+        return _error(400, "invalid_payload", "object is required", "object")
+    if record_id is None:
+        return _error(400, "invalid_payload", "id is required", "id")
+    runtime = _runtime()
+    linked = _link(runtime, agent, chat_id, object_name, record_id)
+    if not isinstance(linked, dict):
+        return linked
     return jsonify({"chat_id": chat_id, "linked_record": linked,
                     "chat": console_view.agent_chat(runtime.engine, runtime.crm, agent.email, chat_id)})
 
@@ -194,12 +211,10 @@ def link(chat_id: str) -> Any:
 @bp.post("/api/agent/chats/<chat_id>/records")
 def create_record(chat_id: str) -> Any:
     """Create a record for the consumer of a no-match chat, then link the chat to it."""
-    agent = current_agent()
-    if agent is None:
-        return _unauthorized()
-    body = _json_body()
-    if not isinstance(body, dict):
-        return body
+    posted = _signed_in_post()
+    if not isinstance(posted, tuple):
+        return posted
+    agent, body = posted
     runtime = _runtime()
     chat = console_view.agent_chat(runtime.engine, runtime.crm, agent.email, chat_id)
     if chat is None:
@@ -224,11 +239,9 @@ def create_record(chat_id: str) -> Any:
         return _error(503, "crm_unavailable", f"the CRM did not answer: {exc}")
     record = {"object": object_name, "id": record_id, "url": runtime.crm.record_url(object_name, record_id)}
     if object_name in LINKABLE_OBJECTS:
-        try:
-            link_chat(runtime.engine, runtime.crm, chat_id, agent.email, object_name, record_id)
-        except LinkError as exc:
-            return _error(exc.status, exc.code, exc.message, exc.field)
-        runtime.wakeup.notify()
+        linked = _link(runtime, agent, chat_id, object_name, record_id)
+        if not isinstance(linked, dict):
+            return linked
     return jsonify({"record": record, "linked": object_name in LINKABLE_OBJECTS,
                     "chat": console_view.agent_chat(runtime.engine, runtime.crm, agent.email, chat_id)}), 201
 

@@ -10,7 +10,7 @@ import hmac
 import secrets
 from urllib.parse import urlsplit
 
-from flask import request, session
+from flask import current_app, request, session
 
 SESSION_KEY = "csrf"
 
@@ -36,4 +36,6 @@ def same_origin() -> bool:
     origin = request.headers.get("Origin")
     if not origin:
         return True
-    return urlsplit(origin).netloc == request.host
+    # Behind a reverse proxy the Host header may be the proxy's upstream; the public URL counts too.
+    public = urlsplit(current_app.extensions["crmconnector"].settings.base_url).netloc
+    return urlsplit(origin).netloc in (request.host, public)
