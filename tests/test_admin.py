@@ -181,3 +181,17 @@ def test_chart_series_count_chats_per_hour_and_outcomes_per_day(runtime: Any) ->
     assert data["outcomes_per_day"]["single"][-1] == 1 and data["outcomes_per_day"]["none"][-1] == 1
     assert data["outcomes_per_day"]["single"][data["days"].index("2026-11-19")] == 1
     assert sum(map(sum, data["outcomes_per_day"].values())) == 4
+
+
+def test_a_forged_admin_session_cookie_is_refused(client: Any, runtime: Any) -> None:
+    from flask import Flask
+    from flask.sessions import SecureCookieSessionInterface
+
+    forger = Flask("forger")
+    forger.secret_key = "guessed-secret"
+    serializer = SecureCookieSessionInterface().get_signing_serializer(forger)
+    client.set_cookie("session", serializer.dumps({"admin": "anything", "csrf": "x"}), domain="localhost")
+    assert client.get("/admin").status_code == 302
+    before = saved(runtime)
+    assert client.post("/admin/settings", data={**VALID, "none": "search", "csrf": "x"}).status_code == 302
+    assert saved(runtime) == before

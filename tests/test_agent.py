@@ -306,3 +306,10 @@ def test_a_chat_transferred_away_leaves_the_console(tom: Any, platform: Any) -> 
     events = stream_events(tom, start)
     assert events and events[-1]["chat_id"] == "100" and events[-1]["chat"] is None
     assert tom.get("/api/agent/chats").json["chats"] == []
+
+
+def test_a_last_event_id_beyond_the_log_starts_from_its_end(tom: Any, platform: Any) -> None:
+    assign(platform, "100", TOM)
+    newest = stream_events(tom, 0)[-1]["id"]
+    start = tom.get("/agent/stream", headers={"Last-Event-ID": str(newest + 1000)}).get_data(as_text=True)
+    assert f'"after":{newest}' in start  # the next update (id newest + 1) will be sent

@@ -249,10 +249,13 @@ def create_record(chat_id: str) -> Any:
 # -- the live stream ----------------------------------------------------------------------------------
 
 def _start_id(engine: Any) -> int:
+    """Where the stream starts: after the browser's last event, never past the newest one (an id
+    from before a database was restored would otherwise hide every update until ids caught up)."""
+    latest = console_view.latest_event_id(engine)
     for raw in (request.headers.get("Last-Event-ID"), request.args.get("after")):
         if raw is not None and raw.strip().isdigit():
-            return int(raw.strip())
-    return console_view.latest_event_id(engine)
+            return min(int(raw.strip()), latest)
+    return latest
 
 
 def _sse(event: str, data: dict[str, Any], event_id: int | None = None) -> str:
