@@ -222,9 +222,7 @@ class Worker:
         try:
             now = self.clock()
             with reading(self.engine) as conn:
-                return conn.execute(select(outbox.c.id).where(or_(
-                    and_(outbox.c.status == "pending", outbox.c.due_at <= now),
-                    and_(outbox.c.status == "running", outbox.c.claimed_until < now))).limit(1)).first() is not None
+                return conn.execute(select(outbox.c.id).where(_due(now)).limit(1)).first() is not None
         finally:
             self._probe.release()
 
