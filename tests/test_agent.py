@@ -80,6 +80,7 @@ def test_session_cookie_is_secure_behind_https(make_settings: Any) -> None:
         assert "Secure" in response.headers["Set-Cookie"]
     finally:
         runtime.close()
+        crm_engine.dispose()
 
 
 def test_a_reused_sign_in_link_is_refused_and_signs_nobody_in(app: Any, runtime: Any) -> None:
@@ -313,3 +314,34 @@ def test_a_last_event_id_beyond_the_log_starts_from_its_end(tom: Any, platform: 
     newest = stream_events(tom, 0)[-1]["id"]
     start = tom.get("/agent/stream", headers={"Last-Event-ID": str(newest + 1000)}).get_data(as_text=True)
     assert f'"after":{newest}' in start  # the next update (id newest + 1) will be sent
+
+
+def test_on_salesforce_the_console_opens_the_lightning_new_record_page(settings: Any) -> None:
+    """The console's no-match pop links to the CRM's own new-record page when the CRM is not embedded."""
+    from crmconnector.crm.local import LocalCRM
+    from crmconnector.runtime import Runtime
+    from crmconnector.store import make_engine
+    from tests.conftest import Platform
+    from webapp import create_app
+
+    class LightningCRM(LocalCRM):  # Salesforce's URLs and name over the embedded tables
+        name = "salesforce"
+
+        def new_record_url(self, object_name: str, defaults: Any) -> str:
+            pairs = ",".join(f"{k}={v.replace('+', '%2B')}" for k, v in defaults.items())
+            return f"https://org.my.salesforce.com/lightning/o/{object_name}/new?defaultFieldValues={pairs}"
+
+    crm_engine = make_engine(settings.database_url)
+    runtime = Runtime(settings, crm=LightningCRM(crm_engine, base_url=settings.base_url))
+    try:
+        app = create_app(runtime=runtime, background=False, test_config={"CONSOLE_STREAM_SECONDS": 0})
+        assign(Platform(app.test_client()), "2415", TOM)
+        agent = app.test_client()
+        agent.get(sign_in_path(runtime, TOM["email"]))
+        form = agent.get("/api/agent/chats/2415").json["new_record"]
+        assert form["mode"] == "link"
+        assert form["url"] == ("https://org.my.salesforce.com/lightning/o/Contact/new"
+                               "?defaultFieldValues=Phone=%2B14155550132")
+    finally:
+        runtime.close()
+        crm_engine.dispose()
