@@ -80,7 +80,6 @@ def test_session_cookie_is_secure_behind_https(make_settings: Any) -> None:
         assert "Secure" in response.headers["Set-Cookie"]
     finally:
         runtime.close()
-        crm_engine.dispose()
 
 
 def test_a_reused_sign_in_link_is_refused_and_signs_nobody_in(app: Any, runtime: Any) -> None:
