@@ -152,6 +152,11 @@ def test_no_match_the_form_creates_and_links_the_record(page: Any, live: LiveSer
     form.get_by_label("FirstName").fill("Becky")
     form.get_by_label("LastName *").fill("Thatcher")
     form.get_by_label("Email").fill("becky@example.com")
+    live.post("chat.message", message("m1", "consumer", "Hi, this is Becky.", 20, "2417"))
+    page.get_by_text("Hi, this is Becky.").wait_for()  # the chat was redrawn while the agent typed
+    assert form.get_by_label("LastName *").input_value() == "Thatcher"
+    assert form.get_by_label("Email").input_value() == "becky@example.com"
+    assert page.evaluate("document.activeElement.id") == "new-2417-Email"
     screenshot(page, "agent-none.png")
     form.get_by_role("button", name="Create Contact and link").click()
     page.get_by_text("Contact created and linked.").wait_for()

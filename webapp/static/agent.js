@@ -243,7 +243,39 @@
     return list;
   }
 
+  // What the agent typed or chose survives a redraw of the same chat (a message arriving mid-form).
+  function keepInputs() {
+    var state = {fields: {}, details: false, focus: null};
+    detailEl.querySelectorAll("input[id], select[id]").forEach(function (el) {
+      state.fields[el.id] = el.type === "radio" ? el.checked : el.value;
+    });
+    var details = detailEl.querySelector("details");
+    state.details = !!(details && details.open);
+    var active = document.activeElement;
+    state.focus = active && active.id && detailEl.contains(active) ? active.id : null;
+    return state;
+  }
+
+  function restoreInputs(state) {
+    Object.keys(state.fields).forEach(function (id) {
+      var el = document.getElementById(id);
+      if (!el) { return; }
+      if (el.type === "radio") { el.checked = state.fields[id]; } else { el.value = state.fields[id]; }
+    });
+    var details = detailEl.querySelector("details");
+    if (details && state.details) { details.open = true; }
+    var focused = state.focus && document.getElementById(state.focus);
+    if (focused) { focused.focus(); }
+  }
+
   function renderDetail() {
+    var kept = detailEl.getAttribute("data-chat") === selected ? keepInputs() : null;
+    drawDetail();
+    detailEl.setAttribute("data-chat", selected || "");
+    if (kept) { restoreInputs(kept); }
+  }
+
+  function drawDetail() {
     var chat = selected && chats[selected];
     detailEl.textContent = "";
     if (!chat) {
