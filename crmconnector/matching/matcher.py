@@ -39,9 +39,9 @@ def order_records(records: Sequence[Record], object_order: Sequence[str]) -> lis
     return sorted(records, key=lambda r: (rank.get(r.object, len(rank)), -modified(r), r.id))
 
 
-def holds_number(record: Record, e164: str, region: str) -> bool:
-    """Exact test: one of the record's phone fields, parsed with the default region, is the number."""
-    return any(try_normalize(phone, region) == e164 for phone in record.phones())
+def record_numbers(record: Record, region: str) -> set[str]:
+    """The E.164 numbers a record's phone fields hold (unparseable values hold none)."""
+    return {e164 for phone in record.phones() if (e164 := try_normalize(phone, region))}
 
 
 def match_numbers(backend: CRMBackend, numbers: Sequence[str], *, region: str = "US",
@@ -49,16 +49,14 @@ def match_numbers(backend: CRMBackend, numbers: Sequence[str], *, region: str = 
     """Match several E.164 numbers with one backend search (a fuzzy search is filtered exactly here)."""
     unique = list(dict.fromkeys(numbers))
     candidates = backend.find_by_phone(unique, list(object_order)) if unique else []
-    seen: set[tuple[str, str]] = set()
-    found: dict[str, list[Record]] = {n: [] for n in unique}
+    found: dict[str, dict[str, Record]] = {n: {} for n in unique}
     for record in candidates:
         if record.object not in object_order:
             continue
-        for number in unique:
-            if (number, record.id) not in seen and holds_number(record, number, region):
-                seen.add((number, record.id))
-                found[number].append(record)
-    return {n: MatchResult(n, tuple(order_records(found[n], object_order))) for n in unique}
+        for number in record_numbers(record, region):
+            if number in found:
+                found[number].setdefault(record.id, record)
+    return {n: MatchResult(n, tuple(order_records(list(found[n].values()), object_order))) for n in unique}
 
 
 def match_number(backend: CRMBackend, number: str, *, region: str = "US",
