@@ -77,6 +77,14 @@ def _prepare(context: EventContext, data: ChatStarted) -> MatchedPop | None:
         return None  # matched later by the outbox; the event is still accepted
 
 
+def link_values(record: Record | None) -> dict[str, Any]:
+    """The chats columns that link a chat to a record (and the Contact's Account, for WhatId)."""
+    if record is None:
+        return {"linked_object": None, "linked_id": None, "linked_account_id": None}
+    account = record.fields.get("AccountId") if record.object == "Contact" else None
+    return {"linked_object": record.object, "linked_id": record.id, "linked_account_id": account or None}
+
+
 def _linked_json(record: Record | None) -> dict[str, str] | None:
     return {"object": record.object, "id": record.id} if record else None
 
@@ -101,8 +109,7 @@ def apply_started(context: EventContext, conn: Connection, envelope: Envelope, d
                    for r in prepared.match.records]
         linked = prepared.pop.linked
         values.update(match_outcome=prepared.match.outcome, match_records=records,
-                      screen_pop=prepared.pop.as_json(),
-                      linked_object=linked.object if linked else None, linked_id=linked.id if linked else None)
+                      screen_pop=prepared.pop.as_json(), **link_values(linked))
         body.update(match={"outcome": prepared.match.outcome, "consumer_number": chat.consumer_number,
                            "records": records},
                     screen_pop=prepared.pop.as_json(), linked_record=_linked_json(linked))
@@ -111,8 +118,8 @@ def apply_started(context: EventContext, conn: Connection, envelope: Envelope, d
         conn.execute(chats.insert().values(id=chat.id, **values))
     else:
         if existing["linked_id"]:  # an agent already chose a record: keep their choice
-            values.pop("linked_object", None)
-            values.pop("linked_id", None)
+            for column in link_values(None):
+                values.pop(column, None)
         conn.execute(chats.update().where(chats.c.id == chat.id).values(**values))
     if prepared is None:
         enqueue(conn, "match", chat.id)

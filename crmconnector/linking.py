@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from crmconnector import console, optout
+from crmconnector.chats import link_values
 from crmconnector.crm.base import CRMBackend
 from crmconnector.crm.errors import CRMRejected
 from crmconnector.store import chats, utcnow
@@ -47,8 +48,7 @@ def link_chat(engine: Engine, crm: CRMBackend, chat_id: str, agent_email: str, o
         raise LinkError(404, "not_found", f"no {object_name} with id {record_id}", "id")
     with engine.begin() as conn:
         current = conn.execute(select(chats).where(chats.c.id == chat_id)).mappings().one()
-        conn.execute(chats.update().where(chats.c.id == chat_id).values(
-            linked_object=record.object, linked_id=record.id, updated_at=utcnow()))
+        conn.execute(chats.update().where(chats.c.id == chat_id).values(**link_values(record), updated_at=utcnow()))
         if current["ended_at"] is not None:
             enqueue(conn, "chat_log", chat_id)
             conn.execute(chats.update().where(chats.c.id == chat_id).values(crm_status="pending"))

@@ -69,6 +69,8 @@ chats = Table(
     Column("screen_pop", JSON),
     Column("linked_object", String(32)),
     Column("linked_id", String(18)),
+    # The linked Contact's AccountId when it was linked (the Task's WhatId), so posting needs no read.
+    Column("linked_account_id", String(18)),
     Column("agent_id", String(200), index=True),  # the agent assigned now (console visibility)
     Column("agent_email", String(320), index=True),
     Column("agent_name", String(255)),

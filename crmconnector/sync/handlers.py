@@ -37,10 +37,7 @@ def chat_log(worker: "Worker", item: Item) -> None:
     if chat.get("match_outcome") == "pending":
         _finish(worker, item, "waiting for the match")
     assert state is not None
-    account_id = None
-    if chat.get("linked_object") == "Contact" and chat.get("linked_id"):
-        contact = worker.crm.get("Contact", chat["linked_id"])
-        account_id = (contact.fields.get("AccountId") or None) if contact else None
+    account_id = chat.get("linked_account_id") if chat.get("linked_object") == "Contact" else None
     media = gather_media(state, worker.fetch_media)
     task = render(state, contact_account_id=account_id, media=media)
     result = worker.crm.upsert_with_files("Task", "CallObject", task.fields, task.files)
@@ -67,7 +64,7 @@ def _record_media(conn: Any, chat_id: str, media: Mapping[tuple[str, int], Media
 
 def match(worker: "Worker", item: Item) -> None:
     """Match a chat whose match was pending because the CRM did not answer during chat.started."""
-    from crmconnector.chats import match_and_pop, matched_record_json
+    from crmconnector.chats import link_values, match_and_pop, matched_record_json
 
     with reading(worker.engine) as conn:
         chat = conn.execute(select(chats).where(chats.c.id == item.key)).mappings().first()
@@ -84,7 +81,7 @@ def match(worker: "Worker", item: Item) -> None:
                                   "screen_pop": matched.pop.as_json(), "updated_at": utcnow()}
         linked = matched.pop.linked
         if not current["linked_id"] and linked is not None:
-            values.update(linked_object=linked.object, linked_id=linked.id)
+            values.update(link_values(linked))
         conn.execute(chats.update().where(chats.c.id == item.key).values(**values))
         if current["agent_email"]:
             console.publish(conn, current["agent_email"], item.key, "pop", {"chat_id": item.key})
