@@ -39,8 +39,8 @@ def add_agent(engine: Engine, email: str, name: str | None = None) -> Agent:
     with engine.begin() as conn:
         row = conn.execute(select(agents).where(agents.c.email == email)).mappings().first()
         if row is None:
-            agent_id = conn.execute(agents.insert().values(email=email, name=name, created_at=utcnow())
-                                    ).inserted_primary_key[0]
+            inserted = conn.execute(agents.insert().values(email=email, name=name, created_at=utcnow()))
+            agent_id = int(inserted.inserted_primary_key[0])  # type: ignore[index]
         else:
             agent_id = row["id"]
             if name is not None:

@@ -37,8 +37,9 @@ class StoreUnavailable(Exception):
 
 # An applier writes one validated event into the state inside the intake's transaction and returns
 # the response. `prepared` is what `prepare` computed outside the transaction (e.g. the CRM match).
-Applier = Callable[["EventContext", Connection, Any, BaseModel, Any], Outcome]
-Preparer = Callable[["EventContext", BaseModel], Any]
+# Typed loosely: each applier takes its own event model.
+Applier = Callable[..., Outcome]
+Preparer = Callable[..., Any]
 
 
 @dataclass

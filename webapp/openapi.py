@@ -25,8 +25,8 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): _json(names[c], ERROR) for c in codes}
 
 
-ADMIN = [{"adminToken": []}]
-AGENT = [{"agentSession": []}]
+ADMIN: list[dict[str, list[str]]] = [{"adminToken": []}]
+AGENT: list[dict[str, list[str]]] = [{"agentSession": []}]
 _OBJECT = {"name": "object_name", "in": "path", "required": True,
            "schema": {"type": "string", "enum": ["Account", "Contact", "Lead", "Case", "Task", "ContentVersion"]}}
 _RECORD = {"name": "record_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 15,

@@ -1,7 +1,11 @@
 """Tables of the embedded local CRM, built from the object specs (same names as Salesforce)."""
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Boolean, Column, Date, Index, Integer, PrimaryKeyConstraint, String, Table, Text
+
+from sqlalchemy.types import TypeEngine
 
 from crmconnector.crm.objects import OBJECTS, FieldSpec
 from crmconnector.store import UTC, metadata
@@ -11,6 +15,7 @@ _INDEXED = {("Task", "CallObject"), ("Case", "Subject"), ("ContentVersion", "Des
 
 def _column(object_name: str, spec: FieldSpec) -> Column:
     index = spec.type == "reference" or (object_name, spec.name) in _INDEXED
+    kind: TypeEngine[Any]
     if spec.type in ("textarea",) or spec.length > 4000:
         kind = Text()
     elif spec.type == "boolean":
