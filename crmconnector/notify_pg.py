@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -21,7 +22,46 @@ from crmconnector.notify import Wakeup
 log = logging.getLogger(__name__)
 CHANNEL = "crmconnector_console"
 RECONNECT_SECONDS = 1.0
+COALESCE_SECONDS = 0.01
 POLL_SECONDS = 0.25  # how often the listener looks up from the socket to see whether it is closed
+
+
+class CoalescingWakeup:
+    """In-process wake-ups, at most one round per `window` seconds.
+
+    Every callback notifies, and every idle outbox thread and open console stream waits: waking them all
+    from the request thread cost more CPU than the event itself. Here a callback only sets a flag; a
+    waker thread wakes the listeners once for all callbacks of the last few milliseconds.
+    """
+
+    def __init__(self, window: float = COALESCE_SECONDS):
+        self.window = window
+        self._inner = Wakeup()
+        self._flag = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="wakeup", daemon=True)
+        self._thread.start()
+
+    def notify(self) -> None:
+        self._flag.set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._inner.wait(timeout)
+
+    def close(self) -> None:
+        self._closed = True
+        self._flag.set()
+        self._thread.join(timeout=5)
+        self._inner.close()
+
+    def _run(self) -> None:
+        while True:
+            self._flag.wait()
+            if self._closed:
+                return
+            self._flag.clear()
+            self._inner.notify()
+            time.sleep(self.window)  # what arrives meanwhile is woken in the next round
 
 
 class PgWakeup:
@@ -31,7 +71,7 @@ class PgWakeup:
         self.engine = engine
         self.channel = channel
         self.origin = uuid.uuid4().hex
-        self._local = Wakeup()
+        self._local = CoalescingWakeup()
         self._closed = threading.Event()
         self._pending = threading.Event()
         self._listening = threading.Event()
@@ -127,4 +167,4 @@ def make_wakeup(engine: Engine) -> Any:
     """The wake-up fitting the database: LISTEN/NOTIFY on PostgreSQL, in-process otherwise."""
     if engine.dialect.name == "postgresql":
         return PgWakeup(engine)
-    return Wakeup()
+    return CoalescingWakeup()

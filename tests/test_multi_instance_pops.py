@@ -8,8 +8,7 @@ from typing import Any, Iterator
 import pytest
 from sqlalchemy import select
 
-from crmconnector.notify import Wakeup
-from crmconnector.notify_pg import PgWakeup
+from crmconnector.notify_pg import CoalescingWakeup, PgWakeup
 from crmconnector.runtime import Runtime
 from crmconnector.settings import Settings
 from crmconnector.store import console_events, reading
@@ -53,7 +52,7 @@ def test_postgres_runtime_uses_listen_notify_and_sqlite_stays_in_process(pg_sett
     pg, lite = Runtime(pg_settings), Runtime(replace(settings, database_url=f"sqlite:///{settings.instance_path}.db"))
     try:
         assert isinstance(pg.wakeup, PgWakeup)
-        assert type(lite.wakeup) is Wakeup
+        assert isinstance(lite.wakeup, CoalescingWakeup)
     finally:
         pg.close()
         lite.close()
