@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import click
 
@@ -28,6 +29,16 @@ def open_runtime(settings: Settings) -> Any:
     from crmconnector.runtime import Runtime
 
     return Runtime(settings)
+
+
+@contextmanager
+def connector(settings: Settings | None = None) -> Iterator[Any]:
+    """A Runtime for one command (no background work), closed when the command is done."""
+    runtime = open_runtime(settings or load_settings())
+    try:
+        yield runtime
+    finally:
+        runtime.close()
 
 
 @click.group()
@@ -142,12 +153,8 @@ def import_csv(object_name: str, csv_file: str, batch_size: int) -> None:
     """Load records into the local CRM from a CSV whose header is field API names."""
     from crmconnector.crm.importer import import_file
 
-    settings = load_settings()
-    runtime = open_runtime(settings)
-    try:
+    with connector() as runtime:
         report = import_file(runtime.crm, object_name, csv_file, batch_size=batch_size)
-    finally:
-        runtime.close()
     if report.fatal:
         where = f"{csv_file}, line {report.problems[0].line}: " if report.problems[0].line else ""
         click.echo(f"crmconnector: nothing imported: {where}{report.fatal}", err=True)
@@ -175,16 +182,13 @@ def agents_add(email: str, name: str | None) -> None:
     """Add (or update) an agent and print their console sign-in link."""
     from crmconnector.agents import InvalidAgent, add_agent, sign_in_link
 
-    settings = load_settings()
-    runtime = open_runtime(settings)
-    try:
-        agent = add_agent(runtime.engine, email, name)
-        link = sign_in_link(runtime.engine, settings, agent)
-    except InvalidAgent as exc:
-        click.echo(f"crmconnector: {exc}", err=True)
-        sys.exit(2)
-    finally:
-        runtime.close()
+    with connector() as runtime:
+        try:
+            agent = add_agent(runtime.engine, email, name)
+        except InvalidAgent as exc:
+            click.echo(f"crmconnector: {exc}", err=True)
+            sys.exit(2)
+        link = sign_in_link(runtime.engine, runtime.settings, agent)
     click.echo(f"Agent {agent.email}" + (f" ({agent.name})" if agent.name else ""))
     click.echo(f"Sign-in link (one use, valid 24 hours): {link}")
 
@@ -197,11 +201,8 @@ def jobs(ctx: click.Context) -> None:
     if ctx.invoked_subcommand is None:
         from crmconnector.sync.jobs_report import print_jobs
 
-        runtime = open_runtime(load_settings())
-        try:
+        with connector() as runtime:
             print_jobs(runtime, click.echo)
-        finally:
-            runtime.close()
 
 
 @jobs.command(name="run")
@@ -210,11 +211,8 @@ def jobs_run(name: str) -> None:
     """Run a scheduled job once, now."""
     from crmconnector.sync.abandoned import run_abandoned_tickets
 
-    runtime = open_runtime(load_settings())
-    try:
+    with connector() as runtime:
         result = run_abandoned_tickets(runtime)
-    finally:
-        runtime.close()
     click.echo(result.summary())
     sys.exit(1 if result.failed else 0)
 
@@ -225,11 +223,8 @@ def jobs_retry(name: str) -> None:
     """Give the calls the CRM rejected another try in the job's next run."""
     from crmconnector.sync.abandoned import retry_failed_calls
 
-    runtime = open_runtime(load_settings())
-    try:
+    with connector() as runtime:
         count = retry_failed_calls(runtime.engine)
-    finally:
-        runtime.close()
     click.echo(f"re-queued {count} failed call(s) for the next run")
 
 
@@ -240,11 +235,8 @@ def outbox(ctx: click.Context) -> None:
     if ctx.invoked_subcommand is None:
         from crmconnector.sync.worker import outbox_counts
 
-        runtime = open_runtime(load_settings())
-        try:
+        with connector() as runtime:
             counts = outbox_counts(runtime.engine)
-        finally:
-            runtime.close()
         click.echo(f"pending: {counts['pending']}  failed: {counts['failed']}  done: {counts['done']}")
 
 
@@ -253,11 +245,8 @@ def outbox_retry() -> None:
     """Re-queue every failed outbox item."""
     from crmconnector.sync.worker import retry_failed
 
-    runtime = open_runtime(load_settings())
-    try:
+    with connector() as runtime:
         count = retry_failed(runtime.engine)
-    finally:
-        runtime.close()
     click.echo(f"re-queued {count} failed item(s)")
 
 
