@@ -31,6 +31,7 @@ test: install-test
 	@if command -v pg_ctlcluster >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
 	echo "PostgreSQL tests: running against a server the tests start"; \
 	else echo "PostgreSQL tests: NOT RUN (no PostgreSQL server installed; apt-get install postgresql)"; fi
+	$(BIN)/python -m mypy crmconnector
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 typecheck: install-test
