@@ -1,8 +1,9 @@
-"""Wake-ups across instances through PostgreSQL LISTEN/NOTIFY.
+"""Wake-ups for listeners (agents' streams, idle outbox threads), coalesced, and across instances
+through PostgreSQL LISTEN/NOTIFY.
 
 Same interface as `notify.Wakeup`. A listener waiting in one process (an agent's stream on instance A)
 is woken when another process (instance B, which took the `chat.assigned`) commits a console event.
-`notify()` wakes local listeners at once and asks a sender thread to NOTIFY the channel; bursts of
+`notify()` wakes local listeners (within 10 ms) and asks a sender thread to NOTIFY the channel; bursts of
 notifies collapse into one NOTIFY, and a process ignores its own. Listeners always re-read the database,
 so a lost connection only delays updates until their next timeout; after a reconnect every listener is
 woken once to catch up.
