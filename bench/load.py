@@ -252,15 +252,16 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         run = Run([i.port for i in instances], args.chats, clients, args.messages, args.events, args.seconds)
         asyncio.run(run.warm_up())
 
-        def server_pids() -> list[int]:
-            pids = [p for i in instances for p in tree(i.process.pid)]  # type: ignore[union-attr]
-            if pg is not None:
-                pids += tree(int((pg.data / "postmaster.pid").read_text().split()[0]))
-            return pids
-        cpu_before, client_before = cpu_seconds(server_pids()), time.process_time()
+        def connector_pids() -> list[int]:
+            return [p for i in instances for p in tree(i.process.pid)]  # type: ignore[union-attr]
+
+        def database_pids() -> list[int]:
+            return tree(int((pg.data / "postmaster.pid").read_text().split()[0])) if pg else []
+        before = cpu_seconds(connector_pids()), cpu_seconds(database_pids()), time.process_time()
         wall = asyncio.run(run.load())
-        server_cpu = cpu_seconds(server_pids()) - cpu_before
-        client_cpu = time.process_time() - client_before
+        connector_cpu = cpu_seconds(connector_pids()) - before[0]
+        database_cpu = cpu_seconds(database_pids()) - before[1]
+        client_cpu = time.process_time() - before[2]
         asyncio.run(run.finish())
         drain_start = time.monotonic()
         while asyncio.run(outbox_left(instances[0].port)) and time.monotonic() - drain_start < args.drain_seconds:
@@ -272,7 +273,8 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
                 "clients": clients, "events": run.sent, "seconds": round(wall, 2),
                 "events_per_s": round(run.sent / wall, 1), "p50_ms": round(lat[len(lat) // 2] * 1000, 1),
                 "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 1), "errors": run.errors,
-                "server_cpu_ms_per_event": round(server_cpu * 1000 / max(run.sent, 1), 2),
+                "connector_cpu_ms_per_event": round(connector_cpu * 1000 / max(run.sent, 1), 2),
+                "postgres_cpu_ms_per_event": round(database_cpu * 1000 / max(run.sent, 1), 2),
                 "client_cpu_ms_per_event": round(client_cpu * 1000 / max(run.sent, 1), 2),
                 "chats_total": run.started_chats, "drain_s": round(drain, 1), "tasks": tally}
     finally:
