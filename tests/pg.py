@@ -35,11 +35,14 @@ class PgUnavailable(RuntimeError):
 
 def server_bindir() -> Path | None:
     """The newest installed PostgreSQL server's bin folder, if any."""
-    override = os.environ.get("CRMCONNECTOR_PG_BINDIR")
-    candidates = [override] if override else sorted(glob.glob("/usr/lib/postgresql/*/bin"),
-                                                     key=lambda p: int(Path(p).parent.name), reverse=True)
+    override = os.environ.get("CRMCONNECTOR_PG_BINDIR")  # a folder, or "none" to run without PostgreSQL
+    if override:
+        found_override = Path(override)
+        return found_override if (found_override / "postgres").is_file() else None
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name),
+                        reverse=True)
     for path in candidates:
-        if path and (Path(path) / "postgres").is_file() and (Path(path) / "initdb").is_file():
+        if (Path(path) / "postgres").is_file() and (Path(path) / "initdb").is_file():
             return Path(path)
     found = shutil.which("pg_ctl")
     return Path(found).parent if found and (Path(found).parent / "initdb").is_file() else None
