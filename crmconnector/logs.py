@@ -38,4 +38,6 @@ def configure(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("waitress").setLevel(logging.WARNING)
+    # Libraries' start-up chatter (migration plugins, scheduler set-up) would bury the welcome lines.
+    for noisy in ("waitress", "alembic", "apscheduler"):
+        logging.getLogger(noisy).setLevel(level if level <= logging.DEBUG else logging.WARNING)
