@@ -16,6 +16,7 @@ from crmconnector.crm.errors import CRMAuthError, RetryableCRMError
 from crmconnector.events import ChatStarted, Envelope
 from crmconnector.intake import EventContext, Outcome, handles
 from crmconnector.matching import MatchResult, international, match_number, try_normalize
+from crmconnector.metrics import MATCHES
 from crmconnector.preferences import pop_settings
 from crmconnector.screenpop import PopSettings, ScreenPop, decide
 from crmconnector.screenpop.decide import Links, record_pop
@@ -72,9 +73,12 @@ def matched_record_json(record: Record, number: str, crm: CRMBackend, region: st
 def _prepare(context: EventContext, data: ChatStarted) -> MatchedPop | None:
     prefs = pop_settings(context.engine)
     try:
-        return match_and_pop(context.crm, context.settings, prefs, data.chat.id, data.chat.consumer_number)
+        matched = match_and_pop(context.crm, context.settings, prefs, data.chat.id, data.chat.consumer_number)
     except (RetryableCRMError, CRMAuthError):
+        MATCHES.labels("pending").inc()
         return None  # matched later by the outbox; the event is still accepted
+    MATCHES.labels(matched.match.outcome).inc()
+    return matched
 
 
 def link_values(record: Record | None) -> dict[str, Any]:

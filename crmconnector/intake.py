@@ -8,7 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from pydantic import BaseModel
@@ -18,6 +19,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from crmconnector import signatures
 from crmconnector.crm.base import CRMBackend
 from crmconnector.events import EventError, parse_data, parse_envelope
+from crmconnector.metrics import EVENT_SECONDS, EVENTS
 from crmconnector.settings import Settings
 from crmconnector.store import events, reading, utcnow
 
@@ -29,6 +31,7 @@ MAX_BODY_BYTES = 1024 * 1024
 class Outcome:
     status: int
     body: dict[str, Any]
+    event_type: str = "rejected"  # the metrics label: a known type, "unknown", or "rejected"
 
 
 class StoreUnavailable(Exception):
@@ -81,10 +84,14 @@ class Intake:
 
     def handle(self, body: bytes, content_type: str | None, signature: str | None,
                now: float | None = None) -> Outcome:
+        started = time.perf_counter()
         try:
-            return self._handle(body, content_type, signature, now)
+            outcome = self._handle(body, content_type, signature, now)
         except EventError as exc:
-            return Outcome(exc.status, exc.as_json())
+            outcome = Outcome(exc.status, exc.as_json())
+        EVENTS.labels(outcome.event_type, str(outcome.status)).inc()
+        EVENT_SECONDS.labels(outcome.event_type).observe(time.perf_counter() - started)
+        return outcome
 
     def _handle(self, body: bytes, content_type: str | None, signature: str | None, now: float | None) -> Outcome:
         if len(body) > MAX_BODY_BYTES:
@@ -105,10 +112,11 @@ class Intake:
         if not self.context.ready():
             raise StoreUnavailable("the database has not been reachable since start")
         digest = body_hash(document)
+        handler = HANDLERS.get(envelope.type)
+        label = envelope.type if handler else "unknown"  # platform-chosen types stay out of labels
         replay = self._replay(envelope.id, digest)
         if replay is not None:
-            return replay
-        handler = HANDLERS.get(envelope.type)
+            return replace(replay, event_type=label)
         data = parse_data(envelope.type, envelope.data, self.context.settings.default_region)
         prepared = handler.prepare(self.context, data) if handler and handler.prepare and data else None
         try:
@@ -126,11 +134,11 @@ class Intake:
             replay = self._replay(envelope.id, digest)
             if replay is None:
                 raise
-            return replay
+            return replace(replay, event_type=label)
         except OperationalError as exc:
             raise StoreUnavailable(str(exc.orig)) from exc
         self.context.notify()
-        return outcome
+        return replace(outcome, event_type=label)
 
     def _replay(self, event_id: str, digest: str) -> Outcome | None:
         try:

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, and_, exists, func, or_, select, text
 
 from crmconnector import console
 from crmconnector.crm.base import CRMBackend
+from crmconnector.metrics import OUTBOX_DONE
 from crmconnector.settings import Settings
 from crmconnector.store import chats, outbox, reading, utcnow
 from crmconnector.sync.chatlog import MediaFetcher
@@ -166,12 +167,13 @@ class Worker:
                 raise LookupError(f"no handler for outbox kind {item.kind!r}")
             handler(self, item)
         except Done:
-            pass
+            OUTBOX_DONE.labels(item.kind, "done").inc()
         except Exception as exc:  # noqa: BLE001 - every failure is recorded on its own item
             self._failed(item, exc)
         else:
             with self.engine.begin() as conn:
                 finish_done(conn, item)
+            OUTBOX_DONE.labels(item.kind, "done").inc()
 
     def _failed(self, item: Item, exc: Exception) -> None:
         message = str(exc) or type(exc).__name__
@@ -191,6 +193,7 @@ class Worker:
                 claimed_by=None, claimed_until=None, last_error=message[:4000], updated_at=utcnow(), **values))
             if final and result.rowcount and item.kind == "chat_log":
                 set_crm_status(conn, item.key, "failed", error=message[:4000])
+        OUTBOX_DONE.labels(item.kind, "failed" if final else "retry").inc()
         if final:
             self.notify()
         log.warning("outbox item %s (%s) %s: %s", item.id, item.kind,
