@@ -38,7 +38,8 @@ def stamp(when: datetime | None) -> str:
 
 
 # Fetches one consumer media item (chat id, message id, position, {"url", "content_type", "size_bytes",
-# "filename"}): the file to attach, or the reason it is not attached. Never raises.
+# "filename"}): the file to attach, or the reason it is not attached for good. Any exception means
+# "not now": the item is noted as not attached and tried again on a later render.
 MediaFetcher = Callable[[str, str, int, Mapping[str, Any]], "FileUpload | str"]
 
 
@@ -49,6 +50,7 @@ class MediaOutcome:
     reason: str | None = None
     upload: FileUpload | None = None  # bytes to send now (None when the CRM already has them)
     final: bool = True  # record the outcome (False: try again on the next render)
+    retry: bool = False  # a passing failure: worth rendering again later for this item alone
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,8 @@ def _fetch(fetch: MediaFetcher, chat_id: str, item: Mapping[str, Any], message_i
         got = fetch(chat_id, message_id, position, item)
     except Exception as exc:  # noqa: BLE001 - a media failure never holds the Task back
         log.warning("media download failed: %s", type(exc).__name__)
-        return MediaOutcome(name, False, "download failed", final=False)
+        reason = getattr(exc, "reason", None) or "download failed"
+        return MediaOutcome(name, False, reason, final=False, retry=True)
     if isinstance(got, str):
         return MediaOutcome(name, False, got)
     return MediaOutcome(name, True, upload=got)

@@ -8,6 +8,7 @@ state enqueues the work again.
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from sqlalchemy import select
@@ -25,6 +26,10 @@ if TYPE_CHECKING:
     from crmconnector.sync.worker import Worker
 
 log = logging.getLogger(__name__)
+# A consumer's picture whose host timed out or answered 5xx is fetched again every few minutes for a
+# while after the chat ended; the same Task is updated when it arrives.
+MEDIA_RETRY_DELAY = timedelta(minutes=5)
+MEDIA_RETRY_WINDOW = timedelta(hours=2)
 
 
 def chat_log(worker: "Worker", item: Item) -> None:
@@ -44,9 +49,23 @@ def chat_log(worker: "Worker", item: Item) -> None:
     with worker.engine.begin() as conn:
         _record_media(conn, state.id, media, result.file_ids)
         set_crm_status(conn, state.id, "posted", task_id=result.id)
+        retry_at = media_retry_at(media, chat.get("ended_at"), worker.clock())
+        if retry_at is not None:
+            enqueue(conn, "chat_log", state.id, due_at=retry_at)
         finish_done(conn, item)
     worker.notify()
     raise Done
+
+
+def media_retry_at(media: Mapping[tuple[str, int], MediaOutcome], ended_at: datetime | None,
+                   now: datetime) -> datetime | None:
+    """When to render the chat log again because a media download failed in a way that may pass
+    (the posted Task notes it meanwhile); None once nothing is worth retrying or the window closed."""
+    if ended_at is None or not any(o.retry for o in media.values()):
+        return None
+    if now - ended_at > MEDIA_RETRY_WINDOW:
+        return None
+    return now + MEDIA_RETRY_DELAY
 
 
 def _record_media(conn: Any, chat_id: str, media: Mapping[tuple[str, int], MediaOutcome],

@@ -14,7 +14,9 @@ API (stable; the chat-log worker and the abandoned-call job use it):
   "larger than 10485760 bytes", "content type text/html not allowed", "HTTP 404", "timed out", ...).
 - `media_uploads(session, settings, chat_id, message_id, position, item) -> FileUpload | str`: one media
   item of an event (`{"url", "content_type", "size_bytes", "filename"}`) as a `FileUpload` keyed
-  `"<chat_id>/<message_id>/<position>"`, or the refusal reason. Never raises: media never holds a Task back.
+  `"<chat_id>/<message_id>/<position>"`, or the refusal reason; for a failure that may pass (timeout,
+  connection error, 5xx, 429, DNS) it raises MediaUnavailable, and the chat log tries again later.
+  Media never holds a Task back.
 - `make_fetcher(settings, session=None)`: `item -> FetchedMedia` under the settings' rules, raising
   MediaRefused (for callers that name their files themselves, like the abandoned-call Cases).
 - `not_attached_note(item, reason)`: the transcript's `[media not attached: <filename or URL> (<reason>)]`.
@@ -57,7 +59,19 @@ GENERIC_TYPES = ("", "application/octet-stream", "binary/octet-stream")
 
 
 class MediaRefused(Exception):
-    """A media item was not fetched; `reason` is short and human, for the transcript."""
+    """A media item was not fetched; `reason` is short and human, for the transcript.
+
+    `transient` marks failures that may pass (timeouts, connection errors, 5xx, 429, DNS): the chat log
+    tries such an item again later instead of giving the consumer's picture up for good."""
+
+    def __init__(self, reason: str, *, transient: bool = False):
+        super().__init__(reason)
+        self.reason = reason
+        self.transient = transient
+
+
+class MediaUnavailable(Exception):
+    """Raised by `media_uploads` for a transient failure: not attached now, worth another try."""
 
     def __init__(self, reason: str):
         super().__init__(reason)
@@ -110,11 +124,11 @@ def fetch_media(session: requests.Session, url: str, *, allowed_hosts: tuple[str
     except requests.exceptions.SSLError:
         raise MediaRefused("TLS certificate not accepted") from None
     except (requests.exceptions.Timeout, ReadTimeoutError):
-        raise MediaRefused("timed out") from None
+        raise MediaRefused("timed out", transient=True) from None
     except (requests.exceptions.ConnectionError, ProtocolError):
-        raise MediaRefused("connection failed") from None
+        raise MediaRefused("connection failed", transient=True) from None
     except (requests.exceptions.RequestException, HTTPError):
-        raise MediaRefused("download failed") from None
+        raise MediaRefused("download failed", transient=True) from None
 
 
 def _get(session: requests.Session, url: str, allowed: frozenset[str] | None, declared: str, max_bytes: int,
@@ -132,7 +146,8 @@ def _get(session: requests.Session, url: str, allowed: frozenset[str] | None, de
                     raise MediaRefused(f"HTTP {response.status_code} without a Location")
                 return urljoin(url, location.strip())
             if response.status_code != 200:
-                raise MediaRefused(f"HTTP {response.status_code}")
+                raise MediaRefused(f"HTTP {response.status_code}",
+                                   transient=response.status_code >= 500 or response.status_code == 429)
             content_type = _settle_type(_media_type(response.headers.get("Content-Type")), declared)
             _check_length(response.headers.get("Content-Length"), max_bytes)
             return _read_capped(response, max_bytes, deadline), content_type
@@ -181,7 +196,7 @@ def _resolve(host: str, port: int) -> tuple[SockAddr, ...]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError, OSError):
-        raise MediaRefused("host not found") from None
+        raise MediaRefused("host not found", transient=True) from None
     found: dict[tuple[Any, ...], SockAddr] = {}
     for family, _type, _proto, _name, sockaddr in infos:
         if family in (socket.AF_INET, socket.AF_INET6):
@@ -243,7 +258,7 @@ def _read_capped(response: requests.Response, max_bytes: int, deadline: float) -
         if total > max_bytes:
             raise MediaRefused(f"larger than {max_bytes} bytes")
         if time.monotonic() > deadline:
-            raise MediaRefused("timed out")
+            raise MediaRefused("timed out", transient=True)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -274,14 +289,17 @@ def make_fetcher(settings: Settings,
 
 def media_uploads(session: requests.Session, settings: Settings, chat_id: str, message_id: str, position: int,
                   item: Mapping[str, Any]) -> FileUpload | str:
-    """One event media item as a FileUpload for the CRM, or the reason it is not attached. Never raises."""
+    """One event media item as a FileUpload for the CRM, or the reason it is not attached for good;
+    MediaUnavailable when a later try may succeed. A media failure never holds the Task back."""
     key = media_key(chat_id, message_id, position)
     try:
         fetched = fetch_item(session, settings, item, f"media-{position + 1}")
     except MediaRefused as refused:
         log.info("media %s not attached: %s", key, refused.reason)
+        if refused.transient:
+            raise MediaUnavailable(refused.reason) from None
         return refused.reason
     except Exception:  # noqa: BLE001 - a media failure must never hold the Task back
         log.exception("media %s: download failed", key)
-        return "download failed"
+        raise MediaUnavailable("download failed") from None
     return FileUpload(key=key, filename=fetched.filename, content_type=fetched.content_type, data=fetched.data)

@@ -106,3 +106,51 @@ def test_settled_media_is_not_downloaded_again_when_the_task_is_updated(
         rows = conn.execute(select(chat_media.c.position, chat_media.c.status, chat_media.c.reason)
                             .where(chat_media.c.chat_id == "77").order_by(chat_media.c.position)).all()
     assert [tuple(r) for r in rows] == [(0, "attached", None), (1, "refused", "HTTP 404")]
+
+
+def test_a_picture_whose_host_failed_for_a_while_reaches_the_same_task_later(
+        platform: Any, runtime: Any, crm: Any, media_server: MediaServer, network: Network) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    network.names["cdn.test"] = [PUBLIC_IP]
+    network.routes[(PUBLIC_IP, 80)] = ("127.0.0.1", media_server.port)
+    media_server.serve("/fence.jpg", b"busy", status=503)
+    ended_at = datetime.now(timezone.utc).replace(microsecond=0)
+    assert platform.start_chat("77").status_code == 200
+    message = {"id": "m1", "sender": "consumer", "text": "Fence", "sent_at": "2026-11-21T17:03:10Z",
+               "media": [{"url": "http://cdn.test/fence.jpg", "content_type": "image/jpeg", "filename": "fence.jpg"}]}
+    assert platform.post("chat.message", {"chat": {"id": "77"}, "message": message}).status_code == 200
+    ended = {"id": "77", "ended_at": ended_at.isoformat(), "disconnected_by": "consumer"}
+    assert platform.post("chat.ended", {"chat": ended}).status_code == 202
+
+    Worker.for_runtime(runtime).run_once()
+    task = _task(crm)
+    assert task.fields["Description"].endswith("Consumer: Fence [media not attached: fence.jpg (HTTP 503)]")
+    assert crm.find("ContentVersion", "FirstPublishLocationId", [task.id]) == []
+    assert Worker.for_runtime(runtime).run_once() == 0  # the retry waits its turn
+
+    media_server.serve("/fence.jpg", JPEG)
+    later = Worker.for_runtime(runtime, clock=lambda: datetime.now(timezone.utc) + timedelta(minutes=6))
+    assert later.run_once() == 1
+
+    [again] = crm.find("Task", "CallObject", ["sms-chat-77"])
+    assert again.id == task.id
+    assert again.fields["Description"].endswith("Consumer: Fence [attached: fence.jpg]")
+    [file] = crm.find("ContentVersion", "FirstPublishLocationId", [task.id])
+    assert crm.file_data(file.id) == JPEG
+    assert later.run_once() == 0  # attached: nothing more to retry
+
+
+def test_media_retries_stop_when_the_window_has_closed() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from crmconnector.sync.chatlog import MediaOutcome
+    from crmconnector.sync.handlers import MEDIA_RETRY_DELAY, MEDIA_RETRY_WINDOW, media_retry_at
+
+    ended = datetime(2026, 11, 21, 17, 9, tzinfo=timezone.utc)
+    passing = {("m1", 0): MediaOutcome("a.jpg", False, "timed out", final=False, retry=True)}
+    refused = {("m1", 0): MediaOutcome("a.jpg", False, "HTTP 404")}
+    assert media_retry_at(passing, ended, ended + timedelta(minutes=1)) == ended + timedelta(minutes=1) + \
+        MEDIA_RETRY_DELAY
+    assert media_retry_at(passing, ended, ended + MEDIA_RETRY_WINDOW + timedelta(seconds=1)) is None
+    assert media_retry_at(refused, ended, ended + timedelta(minutes=1)) is None

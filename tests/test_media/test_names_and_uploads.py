@@ -9,8 +9,8 @@ from crmconnector.crm.base import FileUpload
 from crmconnector.http import make_session
 from crmconnector.settings import Settings
 from crmconnector.sync import media
-from crmconnector.sync.media import (FetchedMedia, MediaRefused, make_fetcher, media_uploads, not_attached_note,
-                                     safe_filename)
+from crmconnector.sync.media import (FetchedMedia, MediaRefused, MediaUnavailable, make_fetcher, media_uploads,
+                                     not_attached_note, safe_filename)
 from tests.test_media.conftest import MediaServer, Network
 
 LOCAL = Settings(media_hosts=("127.0.0.1",), media_max_bytes=1000, http_timeout_seconds=5)
@@ -77,13 +77,28 @@ def test_media_uploads_follows_the_settings(media_server: MediaServer, network: 
     assert media_server.paths == ["/a.jpg"]
 
 
-def test_media_uploads_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unexpected_error_is_a_failure_worth_another_try(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args: object, **kwargs: object) -> FetchedMedia:
         raise RuntimeError("unexpected")
     monkeypatch.setattr(media, "fetch_media", broken)
 
+    with make_session(LOCAL) as session, pytest.raises(MediaUnavailable) as caught:
+        media_uploads(session, LOCAL, "1", "m", 0, {"url": "http://127.0.0.1/a.jpg"})
+    assert caught.value.reason == "download failed"
+
+
+@pytest.mark.parametrize("status, transient", [(503, True), (500, True), (429, True), (404, False), (403, False)])
+def test_server_errors_and_rate_limits_are_transient_other_statuses_final(
+        media_server: MediaServer, network: Network, status: int, transient: bool) -> None:
+    media_server.serve("/p.jpg", b"no", status=status)
     with make_session(LOCAL) as session:
-        assert media_uploads(session, LOCAL, "1", "m", 0, {"url": "http://127.0.0.1/a.jpg"}) == "download failed"
+        if transient:
+            with pytest.raises(MediaUnavailable) as caught:
+                media_uploads(session, LOCAL, "1", "m", 0, {"url": media_server.url("/p.jpg")})
+            assert caught.value.reason == f"HTTP {status}"
+        else:
+            assert media_uploads(session, LOCAL, "1", "m", 0, {"url": media_server.url("/p.jpg")}) == \
+                f"HTTP {status}"
 
 
 def test_make_fetcher_downloads_items_and_raises_refusals(media_server: MediaServer, network: Network) -> None:
