@@ -42,8 +42,8 @@ def _deliver(instances: list[Instance], first: int, body: bytes, give_up_at: flo
             if response.status_code < 300:
                 return response
             assert response.status_code in (502, 503), response.text  # never a 4xx for a valid event
-        except requests.ConnectionError:
-            pass
+        except requests.RequestException:
+            pass  # refused, or cut mid-answer by the kill (ChunkedEncodingError): the platform retries
         if time.monotonic() > give_up_at:
             raise AssertionError(f"no instance stored the event after {attempt + 1} attempts")
         time.sleep(0.05)
