@@ -53,7 +53,9 @@ def main(verbose: bool) -> None:
 @main.command()
 @click.option("--host", default=None, help="Listen address (CRMCONNECTOR_HOST).")
 @click.option("--port", type=int, default=None, help="Listen port (CRMCONNECTOR_PORT).")
-@click.option("--threads", type=int, default=32, show_default=True, help="Request threads (per worker).")
+# Each open agent console holds a thread for its live stream, so the default leaves room for about a
+# hundred agents per process besides the callbacks.
+@click.option("--threads", type=int, default=128, show_default=True, help="Request threads (per worker).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes (more than 1 runs gunicorn; each worker runs its share of the outbox).")
 def serve(host: str | None, port: int | None, threads: int, workers: int) -> None:

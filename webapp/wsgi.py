@@ -1,7 +1,7 @@
 """Production serving with several worker processes (gunicorn).
 
 `crmconnector serve --workers N` runs `serve_workers`; a gunicorn command line works the same:
-`gunicorn -k gthread --workers 4 --threads 32 -b 127.0.0.1:8000 'webapp.wsgi:app'`. Each worker process
+`gunicorn -k gthread --workers 4 --threads 128 -b 127.0.0.1:8000 'webapp.wsgi:app'`. Each worker process
 builds its own Runtime (pool, outbox worker threads, scheduler), so every worker runs its share of the
 outbox; on SIGTERM a worker finishes its requests and releases the outbox items it still holds.
 """
