@@ -18,7 +18,7 @@ from crmconnector.chatstate import load_assignments
 from crmconnector.events import ChatAssigned, ChatEnded, ChatMessage, ChatTransferred, Envelope
 from crmconnector.intake import EventContext, Outcome, handles
 from crmconnector.store import chat_activity, chat_media, chat_messages, chats, utcnow
-from crmconnector.sync.outbox import enqueue
+from crmconnector.sync.outbox import enqueue, queue_chat_log
 
 
 def _person(person: BaseModel | None) -> dict[str, Any] | None:
@@ -69,10 +69,7 @@ def _publish(conn: Connection, chat: dict[str, Any], kind: str) -> None:
 def _after_ended(conn: Connection, chat: dict[str, Any]) -> None:
     """A late event for a chat whose log was already due: render the same Task again."""
     if chat.get("ended_at") is not None:
-        enqueue(conn, "chat_log", chat["id"])
-        if chat.get("crm_status") != "pending":
-            conn.execute(chats.update().where(chats.c.id == chat["id"]).values(crm_status="pending",
-                                                                                updated_at=utcnow()))
+        queue_chat_log(conn, chat["id"])
 
 
 def _ok(chat_id: str) -> Outcome:

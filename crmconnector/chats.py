@@ -22,7 +22,7 @@ from crmconnector.screenpop import PopSettings, ScreenPop, decide
 from crmconnector.screenpop.decide import Links, record_pop
 from crmconnector.settings import Settings
 from crmconnector.store import chats, utcnow
-from crmconnector.sync.outbox import enqueue
+from crmconnector.sync.outbox import enqueue, queue_chat_log
 
 
 @dataclass
@@ -128,7 +128,7 @@ def apply_started(context: EventContext, conn: Connection, envelope: Envelope, d
     if prepared is None:
         enqueue(conn, "match", chat.id)
     if existing is not None and existing["ended_at"] is not None:
-        enqueue(conn, "chat_log", chat.id)
+        queue_chat_log(conn, chat.id)
     if existing is not None and existing["agent_email"]:
         console.publish(conn, existing["agent_email"], chat.id, "pop", {"chat_id": chat.id})
     return Outcome(200, body)

@@ -12,8 +12,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from pydantic import BaseModel
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from crmconnector import signatures

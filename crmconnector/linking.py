@@ -14,7 +14,7 @@ from crmconnector.chats import link_values
 from crmconnector.crm.base import CRMBackend
 from crmconnector.crm.errors import CRMRejected
 from crmconnector.store import chats, utcnow
-from crmconnector.sync.outbox import enqueue
+from crmconnector.sync.outbox import enqueue, queue_chat_log
 
 LINKABLE_OBJECTS = ("Contact", "Lead", "Account")
 
@@ -50,8 +50,7 @@ def link_chat(engine: Engine, crm: CRMBackend, chat_id: str, agent_email: str, o
         current = conn.execute(select(chats).where(chats.c.id == chat_id)).mappings().one()
         conn.execute(chats.update().where(chats.c.id == chat_id).values(**link_values(record), updated_at=utcnow()))
         if current["ended_at"] is not None:
-            enqueue(conn, "chat_log", chat_id)
-            conn.execute(chats.update().where(chats.c.id == chat_id).values(crm_status="pending"))
+            queue_chat_log(conn, chat_id)
         if optout.has_keyword(conn, chat_id):
             enqueue(conn, "opt_out", chat_id)  # the consumer's choice follows them to the new record
         console.publish(conn, current["agent_email"], chat_id, "linked",

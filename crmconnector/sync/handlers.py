@@ -19,8 +19,8 @@ from crmconnector.settings import Settings
 from crmconnector.store import chat_media, chats, reading, utcnow
 from crmconnector.crm.base import FileUpload
 from crmconnector.sync.chatlog import MediaFetcher, MediaOutcome, gather_media, render
-from crmconnector.sync.outbox import enqueue
-from crmconnector.sync.worker import Done, Item, finish_done, set_crm_status
+from crmconnector.sync.outbox import enqueue, queue_chat_log, set_crm_status
+from crmconnector.sync.worker import Done, Item, finish_done
 
 if TYPE_CHECKING:
     from crmconnector.sync.worker import Worker
@@ -105,7 +105,7 @@ def match(worker: "Worker", item: Item) -> None:
         if current["agent_email"]:
             console.publish(conn, current["agent_email"], item.key, "pop", {"chat_id": item.key})
         if current["ended_at"] is not None:
-            enqueue(conn, "chat_log", item.key)
+            queue_chat_log(conn, item.key)
         if optout.has_keyword(conn, item.key):
             enqueue(conn, "opt_out", item.key)
         finish_done(conn, item)

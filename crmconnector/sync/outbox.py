@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, select
 
-from crmconnector.store import outbox, utcnow
+from crmconnector import console
+from crmconnector.store import chats, outbox, utcnow
 
 
 def enqueue(conn: Connection, kind: str, key: str, due_at: datetime | None = None) -> None:
@@ -17,3 +19,23 @@ def enqueue(conn: Connection, kind: str, key: str, due_at: datetime | None = Non
         now = utcnow()
         conn.execute(outbox.insert().values(kind=kind, key=key, status="pending", attempts=0,
                                             due_at=due_at or now, created_at=now, updated_at=now))
+
+
+def queue_chat_log(conn: Connection, chat_id: str) -> None:
+    """(Re-)render the chat's one Task from its current state; until then its CRM status is pending."""
+    enqueue(conn, "chat_log", chat_id)
+    set_crm_status(conn, chat_id, "pending")
+
+
+def set_crm_status(conn: Connection, chat_id: str, status: str, *, task_id: str | None = None,
+                   error: str | None = None) -> None:
+    """Record the chat's CRM status and tell its agent's console when it changed."""
+    row = conn.execute(select(chats.c.crm_status, chats.c.agent_email).where(chats.c.id == chat_id)).first()
+    if row is None:
+        return
+    values: dict[str, Any] = {"crm_status": status, "crm_error": error, "updated_at": utcnow()}
+    if task_id:
+        values["task_id"] = task_id
+    conn.execute(chats.update().where(chats.c.id == chat_id).values(**values))
+    if row.crm_status != status and row.agent_email:
+        console.publish(conn, row.agent_email, chat_id, "status", {"chat_id": chat_id})

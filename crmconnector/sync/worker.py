@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from sqlalchemy import Connection, Engine, and_, exists, func, or_, select, text
 
-from crmconnector import console
 from crmconnector.crm.base import CRMBackend
 from crmconnector.metrics import OUTBOX_DONE
 from crmconnector.settings import Settings
-from crmconnector.store import chats, outbox, reading, utcnow
+from crmconnector.store import outbox, reading, utcnow
 from crmconnector.sync.chatlog import MediaFetcher
+from crmconnector.sync.outbox import set_crm_status
 from crmconnector.sync.retry import DEFAULT_POLICY, RetryPolicy
 
 if TYPE_CHECKING:
@@ -240,20 +240,6 @@ class Worker:
             conn.execute(outbox.update().where(outbox.c.status == "running",
                                                outbox.c.claimed_by.like(f"{self.name}:%")).values(
                 status="pending", claimed_by=None, claimed_until=None, updated_at=utcnow()))
-
-
-def set_crm_status(conn: Connection, chat_id: str, status: str, *, task_id: str | None = None,
-                   error: str | None = None) -> None:
-    """Record the chat's CRM status and tell its agent's console when it changed."""
-    row = conn.execute(select(chats.c.crm_status, chats.c.agent_email).where(chats.c.id == chat_id)).first()
-    if row is None:
-        return
-    values: dict[str, Any] = {"crm_status": status, "crm_error": error, "updated_at": utcnow()}
-    if task_id:
-        values["task_id"] = task_id
-    conn.execute(chats.update().where(chats.c.id == chat_id).values(**values))
-    if row.crm_status != status and row.agent_email:
-        console.publish(conn, row.agent_email, chat_id, "status", {"chat_id": chat_id})
 
 
 # -- admin views -----------------------------------------------------------------------------------
