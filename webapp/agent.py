@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Iterator
+from functools import wraps
+from typing import Any, Callable, Iterator
 
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, session
 from flask.blueprints import BlueprintSetupState
@@ -58,6 +59,17 @@ def _error(status: int, code: str, message: str, field: str | None = None) -> An
     response = jsonify({"error": error})
     response.status_code = status
     return response
+
+
+def signed_in(view: Callable[..., Any]) -> Callable[..., Any]:
+    """The agent's JSON endpoints: 401 unless an agent is signed in, who is passed to the view first."""
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        agent = current_agent()
+        if agent is None:
+            return _unauthorized()
+        return view(agent, *args, **kwargs)
+    return wrapper
 
 
 def _unauthorized() -> Any:
@@ -127,10 +139,8 @@ def chat_page(chat_id: str) -> Any:
 # -- JSON API -----------------------------------------------------------------------------------------
 
 @bp.get("/api/agent/chats")
-def list_chats() -> Any:
-    agent = current_agent()
-    if agent is None:
-        return _unauthorized()
+@signed_in
+def list_chats(agent: agents.Agent) -> Any:
     runtime = _runtime()
     last_id = console_view.latest_event_id(runtime.engine)
     return jsonify({"chats": console_view.agent_chats(runtime.engine, runtime.crm, agent.email),
@@ -138,10 +148,8 @@ def list_chats() -> Any:
 
 
 @bp.get("/api/agent/chats/<chat_id>")
-def get_chat(chat_id: str) -> Any:
-    agent = current_agent()
-    if agent is None:
-        return _unauthorized()
+@signed_in
+def get_chat(agent: agents.Agent, chat_id: str) -> Any:
     runtime = _runtime()
     chat = console_view.agent_chat(runtime.engine, runtime.crm, agent.email, chat_id)
     if chat is None:
@@ -168,15 +176,6 @@ def _text(body: dict[str, Any], name: str) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
-def _signed_in_post() -> tuple[agents.Agent, dict[str, Any]] | Any:
-    """(agent, JSON body) of a console POST, or the error response."""
-    agent = current_agent()
-    if agent is None:
-        return _unauthorized()
-    body = _json_body()
-    return (agent, body) if isinstance(body, dict) else body
-
-
 def _link(runtime: Runtime, agent: agents.Agent, chat_id: str, object_name: str, record_id: str) -> Any:
     """Link the chat; the linked record, or an error response."""
     try:
@@ -190,11 +189,11 @@ def _link(runtime: Runtime, agent: agents.Agent, chat_id: str, object_name: str,
 
 
 @bp.post("/api/agent/chats/<chat_id>/link")
-def link(chat_id: str) -> Any:
-    posted = _signed_in_post()
-    if not isinstance(posted, tuple):
-        return posted
-    agent, body = posted
+@signed_in
+def link(agent: agents.Agent, chat_id: str) -> Any:
+    body = _json_body()
+    if not isinstance(body, dict):
+        return body
     object_name, record_id = _text(body, "object"), _text(body, "id")
     if object_name is None:
         return _error(400, "invalid_payload", "object is required", "object")
@@ -209,12 +208,12 @@ def link(chat_id: str) -> Any:
 
 
 @bp.post("/api/agent/chats/<chat_id>/records")
-def create_record(chat_id: str) -> Any:
+@signed_in
+def create_record(agent: agents.Agent, chat_id: str) -> Any:
     """Create a record for the consumer of a no-match chat, then link the chat to it."""
-    posted = _signed_in_post()
-    if not isinstance(posted, tuple):
-        return posted
-    agent, body = posted
+    body = _json_body()
+    if not isinstance(body, dict):
+        return body
     runtime = _runtime()
     chat = console_view.agent_chat(runtime.engine, runtime.crm, agent.email, chat_id)
     if chat is None:
@@ -264,10 +263,8 @@ def _sse(event: str, data: dict[str, Any], event_id: int | None = None) -> str:
 
 
 @bp.get("/agent/stream")
-def stream() -> Any:
-    agent = current_agent()
-    if agent is None:
-        return _unauthorized()
+@signed_in
+def stream(agent: agents.Agent) -> Any:
     runtime = _runtime()
     config = current_app.config
     lifetime = float(config.get("CONSOLE_STREAM_SECONDS", STREAM_SECONDS))
