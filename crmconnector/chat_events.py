@@ -11,13 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from crmconnector import console, optout
 from crmconnector.chatstate import load_assignments
 from crmconnector.events import ChatAssigned, ChatEnded, ChatMessage, ChatTransferred, Envelope
 from crmconnector.intake import EventContext, Outcome, handles
-from crmconnector.store import chat_activity, chat_media, chat_messages, chats, utcnow
+from crmconnector.store import chat_activity, chat_media, chat_messages, chats, insert_ignoring_duplicates, utcnow
 from crmconnector.sync.outbox import enqueue, queue_chat_log
 
 
@@ -25,24 +25,26 @@ def _person(person: BaseModel | None) -> dict[str, Any] | None:
     return person.model_dump(exclude_none=True) if person is not None else None
 
 
-# What the appliers need of a chat (not its match, which is JSON and costs to decode).
-_CHAT_COLUMNS = (chats.c.id, chats.c.agent_email, chats.c.ended_at, chats.c.crm_status)
+# What the appliers need of a chat (not its match, which is JSON and costs to decode). The hot
+# statements are built once: building them per event cost more than running them.
+_CHAT = select(chats.c.id, chats.c.agent_email, chats.c.ended_at, chats.c.crm_status).where(
+    chats.c.id == bindparam("chat"))
+_NEW_CHAT = chats.insert()
+_UPDATE_CHAT = chats.update().where(chats.c.id == bindparam("chat"))  # SET what the parameters name
 
 
 def _chat_row(conn: Connection, chat_id: str) -> dict[str, Any]:
     """The chat's row, created as a placeholder (not started) when this is its first event."""
-    row = conn.execute(select(*_CHAT_COLUMNS).where(chats.c.id == chat_id)).mappings().first()
+    row = conn.execute(_CHAT, {"chat": chat_id}).mappings().first()
     if row is None:
-        conn.execute(chats.insert().values(id=chat_id, started=False, updated_at=utcnow()))
+        conn.execute(_NEW_CHAT, {"id": chat_id, "started": False, "updated_at": utcnow()})
         return {"id": chat_id, "agent_email": None, "ended_at": None, "crm_status": None}
     return dict(row)
 
 
 def _record_activity(conn: Connection, chat_id: str, event_id: str, kind: str, at: Any, data: dict[str, Any]) -> None:
-    exists = conn.execute(select(chat_activity.c.event_id).where(
-        chat_activity.c.chat_id == chat_id, chat_activity.c.event_id == event_id)).first()
-    if exists is None:
-        conn.execute(chat_activity.insert().values(chat_id=chat_id, event_id=event_id, kind=kind, at=at, data=data))
+    conn.execute(insert_ignoring_duplicates(conn, chat_activity),
+                 {"chat_id": chat_id, "event_id": event_id, "kind": kind, "at": at, "data": data})
 
 
 def _refresh_agent(conn: Connection, chat: dict[str, Any]) -> str | None:
@@ -55,7 +57,7 @@ def _refresh_agent(conn: Connection, chat: dict[str, Any]) -> str | None:
     first = [a for a in assignments if a.source == "assigned"] or assignments
     values = {"agent_id": current.get("id"), "agent_email": (current.get("email") or "").lower() or None,
               "agent_name": current.get("name"), "assigned_at": first[0].at, "updated_at": utcnow()}
-    conn.execute(chats.update().where(chats.c.id == chat["id"]).values(**values))
+    conn.execute(_UPDATE_CHAT, {"chat": chat["id"], **values})
     previous = chat.get("agent_email")
     chat.update(values)
     return previous if previous != values["agent_email"] else None
@@ -92,13 +94,11 @@ def apply_message(context: EventContext, conn: Connection, envelope: Envelope, d
                   prepared: Any) -> Outcome:
     chat = _chat_row(conn, data.chat.id)
     message = data.message
-    exists = conn.execute(select(chat_messages.c.message_id).where(
-        chat_messages.c.chat_id == chat["id"], chat_messages.c.message_id == message.id)).first()
-    if exists is None:  # the same message under another event id changes nothing
-        media = [m.model_dump(exclude_none=True) for m in message.media]
-        conn.execute(chat_messages.insert().values(
-            chat_id=chat["id"], message_id=message.id, sender=message.sender, text=message.text,
-            sent_at=message.sent_at, agent=_person(message.agent), media=media))
+    media = [m.model_dump(exclude_none=True) for m in message.media]
+    added = conn.execute(insert_ignoring_duplicates(conn, chat_messages), {
+        "chat_id": chat["id"], "message_id": message.id, "sender": message.sender, "text": message.text,
+        "sent_at": message.sent_at, "agent": _person(message.agent), "media": media})
+    if added.rowcount:  # the same message under another event id changes nothing
         if message.sender == "consumer":
             for position, item in enumerate(media):
                 conn.execute(chat_media.insert().values(chat_id=chat["id"], message_id=message.id,
@@ -137,7 +137,7 @@ def apply_ended(context: EventContext, conn: Connection, envelope: Envelope, dat
     if chat.get("ended_at") is None or ended.ended_at >= chat["ended_at"]:
         values = {"ended_at": ended.ended_at, "disconnected_by": ended.disconnected_by,
                   "disposition": ended.disposition, "updated_at": utcnow()}
-        conn.execute(chats.update().where(chats.c.id == chat["id"]).values(**values))
+        conn.execute(_UPDATE_CHAT, {"chat": chat["id"], **values})
         chat.update(values)
     _after_ended(conn, chat)
     _publish(conn, chat, "ended")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from crmconnector import console
 from crmconnector.crm.base import CRMBackend, Record
@@ -93,6 +93,12 @@ def _linked_json(record: Record | None) -> dict[str, str] | None:
     return {"object": record.object, "id": record.id} if record else None
 
 
+# Built once (building statements per event cost more than running them).
+_EXISTING = select(chats.c.linked_id, chats.c.ended_at, chats.c.agent_email).where(chats.c.id == bindparam("chat"))
+_NEW_CHAT = chats.insert()
+_UPDATE_CHAT = chats.update().where(chats.c.id == bindparam("chat"))  # SET what the parameters name
+
+
 @handles("chat.started", prepare=_prepare)
 def apply_started(context: EventContext, conn: Connection, envelope: Envelope, data: ChatStarted,
                   prepared: MatchedPop | None) -> Outcome:
@@ -117,14 +123,14 @@ def apply_started(context: EventContext, conn: Connection, envelope: Envelope, d
         body.update(match={"outcome": prepared.match.outcome, "consumer_number": chat.consumer_number,
                            "records": records},
                     screen_pop=prepared.pop.as_json(), linked_record=_linked_json(linked))
-    existing = conn.execute(select(chats).where(chats.c.id == chat.id)).mappings().first()
+    existing = conn.execute(_EXISTING, {"chat": chat.id}).mappings().first()
     if existing is None:
-        conn.execute(chats.insert().values(id=chat.id, **values))
+        conn.execute(_NEW_CHAT, {"id": chat.id, **values})
     else:
         if existing["linked_id"]:  # an agent already chose a record: keep their choice
             for column in link_values(None):
                 values.pop(column, None)
-        conn.execute(chats.update().where(chats.c.id == chat.id).values(**values))
+        conn.execute(_UPDATE_CHAT, {"chat": chat.id, **values})
     if prepared is None:
         enqueue(conn, "match", chat.id)
     if existing is not None and existing["ended_at"] is not None:

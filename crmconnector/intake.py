@@ -12,15 +12,15 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from crmconnector import signatures
 from crmconnector.crm.base import CRMBackend
-from crmconnector.events import EventError, parse_data, parse_envelope
+from crmconnector.events import Envelope, EventError, parse_data, parse_envelope
 from crmconnector.metrics import EVENT_SECONDS, EVENTS
 from crmconnector.settings import Settings
-from crmconnector.store import events, reading, utcnow
+from crmconnector.store import events, reading, take_wakeups, utcnow
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
@@ -55,7 +55,7 @@ class EventContext:
     engine: Engine
     crm: CRMBackend
     settings: Settings
-    notify: Callable[[], None]
+    notify: Callable[[bool, bool], None]  # after a commit: wake (agents' consoles, the outbox worker)
     ready: Callable[[], bool] = lambda: True  # False while the schema is not yet migrated
 
 
@@ -113,45 +113,69 @@ class Intake:
         digest = body_hash(document)
         handler = HANDLERS.get(envelope.type)
         label = envelope.type if handler else "unknown"  # platform-chosen types stay out of labels
-        replay = self._replay(envelope.id, digest)
-        if replay is not None:
-            return replace(replay, event_type=label)
+        if handler is not None and handler.prepare is not None:
+            # A repeated event must not repeat the preparation's CRM call: look before preparing.
+            replay = self._replay(envelope.id, digest)
+            if replay is not None:
+                return replace(replay, event_type=label)
         data = parse_data(envelope.type, envelope.data, self.context.settings.default_region)
         prepared = handler.prepare(self.context, data) if handler and handler.prepare and data else None
-        try:
-            with self.context.engine.begin() as conn:
-                if handler is None or data is None:
-                    outcome = Outcome(202, {"status": "ignored"})
-                else:
-                    outcome = handler.apply(self.context, conn, envelope, data, prepared)
-                conn.execute(events.insert().values(
-                    id=envelope.id, body_hash=digest, type=envelope.type, payload=document,
-                    chat_id=_ref(envelope.data, "chat"), call_id=_ref(envelope.data, "call"),
-                    response_status=outcome.status, response_body=outcome.body, received_at=utcnow()))
-        except IntegrityError:
-            # The same id reached another worker or instance at the same moment: its answer stands.
-            replay = self._replay(envelope.id, digest)
-            if replay is None:
-                raise
-            return replace(replay, event_type=label)
-        except OperationalError as exc:
-            raise StoreUnavailable(str(exc.orig)) from exc
-        self.context.notify()
+        for attempt in (1, 2):
+            try:
+                outcome, wakeups = self._store(envelope, document, digest, handler, data, prepared)
+                break
+            except IntegrityError:
+                # Another worker or instance stored the same event id (its answer stands), or the same
+                # chat's first row, at the same moment: the second attempt sees what it committed.
+                replay = self._replay(envelope.id, digest)
+                if replay is not None:
+                    return replace(replay, event_type=label)
+                if attempt == 2:
+                    raise
+            except OperationalError as exc:
+                raise StoreUnavailable(str(exc.orig)) from exc
+        if wakeups:
+            self.context.notify("consoles" in wakeups, "outbox" in wakeups)
         return replace(outcome, event_type=label)
+
+    def _store(self, envelope: Envelope, document: Any, digest: str, handler: Handler | None, data: Any,
+               prepared: Any) -> tuple[Outcome, set[str]]:
+        """Apply and record the event in one transaction (or answer as the first time, for a repeat);
+        returns the answer and what the commit must wake."""
+        with self.context.engine.begin() as conn:
+            take_wakeups(conn)  # left over from an earlier use of this pooled connection
+            stored = conn.execute(_STORED, {"event": envelope.id}).first()
+            if stored is not None:
+                return _replayed(stored, envelope.id, digest), set()
+            if handler is None or data is None:
+                outcome = Outcome(202, {"status": "ignored"})
+            else:
+                outcome = handler.apply(self.context, conn, envelope, data, prepared)
+            conn.execute(_RECORD, {
+                "id": envelope.id, "body_hash": digest, "type": envelope.type, "payload": document,
+                "chat_id": _ref(envelope.data, "chat"), "call_id": _ref(envelope.data, "call"),
+                "response_status": outcome.status, "response_body": outcome.body, "received_at": utcnow()})
+            return outcome, take_wakeups(conn)
 
     def _replay(self, event_id: str, digest: str) -> Outcome | None:
         try:
             with reading(self.context.engine) as conn:  # on SQLite a read must not take the write lock
-                row = conn.execute(select(events.c.body_hash, events.c.response_status, events.c.response_body)
-                                   .where(events.c.id == event_id)).first()
+                stored = conn.execute(_STORED, {"event": event_id}).first()
         except OperationalError as exc:
             raise StoreUnavailable(str(exc.orig)) from exc
-        if row is None:
-            return None
-        if row.body_hash != digest:
-            raise EventError(409, "event_id_reused", f"event id {event_id!r} was already used for another body",
-                             "id")
-        return Outcome(row.response_status, row.response_body)
+        return None if stored is None else _replayed(stored, event_id, digest)
+
+
+_STORED = select(events.c.body_hash, events.c.response_status, events.c.response_body).where(
+    events.c.id == bindparam("event"))
+_RECORD = events.insert()
+
+
+def _replayed(stored: Any, event_id: str, digest: str) -> Outcome:
+    """The first answer to this event id, or a 409 when the id came with another body."""
+    if stored.body_hash != digest:
+        raise EventError(409, "event_id_reused", f"event id {event_id!r} was already used for another body", "id")
+    return Outcome(stored.response_status, stored.response_body)
 
 
 def _ref(data: dict[str, Any], key: str) -> str | None:

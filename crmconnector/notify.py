@@ -25,3 +25,18 @@ class Wakeup:
 
     def close(self) -> None:
         self.notify()
+
+
+class WorkSignal:
+    """Wakes one idle outbox thread per notify (not all of them): one enqueued item needs one thread.
+
+    Notifies made while every thread is busy are kept as permits, so no item waits for the next poll."""
+
+    def __init__(self) -> None:
+        self._permits = threading.Semaphore(0)
+
+    def notify(self) -> None:
+        self._permits.release()
+
+    def wait(self, timeout: float) -> bool:
+        return self._permits.acquire(timeout=timeout)

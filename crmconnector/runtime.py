@@ -9,6 +9,7 @@ from sqlalchemy.exc import OperationalError
 
 from crmconnector.crm import CRMBackend, make_backend
 from crmconnector.intake import EventContext, Intake
+from crmconnector.notify import WorkSignal
 from crmconnector.notify_pg import make_wakeup
 from crmconnector.settings import Settings
 from crmconnector.store import make_engine, migrate
@@ -33,7 +34,8 @@ class Runtime:
             self.schema_ready.set()
         self.crm = crm or make_backend(settings, self.engine)
         self.wakeup = make_wakeup(self.engine)  # LISTEN/NOTIFY on PostgreSQL: wakes other instances too
-        self.context = EventContext(self.engine, self.crm, settings, self.wakeup.notify, self.schema_ready.is_set)
+        self.outbox_signal = WorkSignal()  # wakes this process's idle outbox threads
+        self.context = EventContext(self.engine, self.crm, settings, self.notify, self.schema_ready.is_set)
         self.intake = Intake(self.context)
 
     def _migrate_or_wait(self) -> None:
@@ -61,6 +63,13 @@ class Runtime:
             self.schema_ready.set()
             log.info("the database is reachable again; schema is current")
             return
+
+    def notify(self, consoles: bool = True, outbox: bool = True) -> None:
+        """After a commit: wake agents' streams (on every instance) and one idle outbox thread."""
+        if consoles:
+            self.wakeup.notify()
+        if outbox:
+            self.outbox_signal.notify()
 
     def on_close(self, stop: Callable[[], Any]) -> None:
         self._stoppers.append(stop)

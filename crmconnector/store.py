@@ -5,12 +5,15 @@ upgrade keeps an installation's data.
 """
 from __future__ import annotations
 
+import sqlite3
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (JSON, Boolean, Column, DateTime, Engine, ForeignKey, Index, Integer, LargeBinary,
+from sqlalchemy import (JSON, Boolean, Column, Connection, DateTime, Engine, ForeignKey, Index, Integer, LargeBinary,
                         MetaData, String, Table, Text, create_engine, event)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeDecorator
 
@@ -221,13 +224,56 @@ crm_blobs = Table(
 )
 
 
+SQLITE_BUSY_SECONDS = 30
+
+
+class _SerializedWrites(sqlite3.Connection):
+    """A SQLite connection whose write transactions hold the engine's `write_lock` from BEGIN
+    IMMEDIATE to COMMIT or ROLLBACK. Other processes still meet SQLite's own lock and busy timeout."""
+
+    write_lock: threading.Lock
+    _holding = False
+
+    def hold_write_lock(self) -> None:
+        # Bounded: a writer that nests a second write transaction gets SQLite's "database is locked"
+        # after the busy timeout, as it would without this lock, rather than waiting forever.
+        self._holding = self.write_lock.acquire(timeout=SQLITE_BUSY_SECONDS)
+
+    def release_write_lock(self) -> None:
+        if self._holding:
+            self._holding = False
+            self.write_lock.release()
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self.release_write_lock()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self.release_write_lock()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.release_write_lock()
+
+
 def make_engine(database_url: str) -> Engine:
     """An engine with the settings each database needs for several threads (and processes)."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # One lock per engine for this process's writers: they queue on it and are handed the database
+        # in turn, instead of polling SQLite's busy handler (which sleeps up to 100 ms between tries).
+        factory = type("SerializedWrites", (_SerializedWrites,), {"write_lock": threading.Lock()})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS,
+                                                  "factory": factory})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -236,7 +282,7 @@ def make_engine(database_url: str) -> Engine:
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
@@ -244,12 +290,48 @@ def make_engine(database_url: str) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
             # Writers take the lock up front; read-only connections (see `reading`) do not.
-            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("read_only") else "BEGIN IMMEDIATE")
+            if conn.get_execution_options().get("read_only"):
+                conn.exec_driver_sql("BEGIN")
+                return
+            dbapi_connection = conn.connection.dbapi_connection
+            dbapi_connection.hold_write_lock()
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                dbapi_connection.release_write_lock()
+                raise
 
         return engine
     if url.get_backend_name() == "postgresql" and url.get_driver_name() in ("", "psycopg2"):
         url = url.set(drivername="postgresql+psycopg")
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+_IGNORING: dict[tuple[str, str], Any] = {}
+
+
+def insert_ignoring_duplicates(conn: Connection, table: Table) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING in this connection's dialect (built once per table): one
+    statement instead of a look-up and an insert; `rowcount` tells whether the row is new."""
+    key = (conn.dialect.name, table.name)
+    statement = _IGNORING.get(key)
+    if statement is None:
+        dialect = postgresql if key[0] == "postgresql" else sqlite
+        statement = _IGNORING[key] = dialect.insert(table).on_conflict_do_nothing()
+    return statement
+
+
+_WAKEUPS = "crmconnector.wakeups"
+
+
+def wake_after_commit(conn: Connection, what: str) -> None:
+    """Note that this transaction wrote something a listener waits for ("consoles" or "outbox")."""
+    conn.info.setdefault(_WAKEUPS, set()).add(what)
+
+
+def take_wakeups(conn: Connection) -> set[str]:
+    """What the transaction so far asked to wake, forgetting it (the info dict outlives the checkout)."""
+    return conn.info.pop(_WAKEUPS, None) or set()
 
 
 def reading(engine: Engine) -> Any:

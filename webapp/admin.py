@@ -140,7 +140,7 @@ def retry_all() -> Any:
         return _refused()
     runtime = _runtime()
     count = retry_failed(runtime.engine)
-    runtime.wakeup.notify()
+    runtime.notify()
     flash(f"{count} failed item{'s' if count != 1 else ''} queued again.")
     return redirect("/admin#outbox")
 
@@ -156,7 +156,7 @@ def retry_one(item_id: int) -> Any:
     elif outcome is False:
         flash(f"Outbox item {item_id} has not failed; nothing to retry.", "error")
     else:
-        runtime.wakeup.notify()
+        runtime.notify()
         flash(f"Outbox item {item_id} queued again.")
     return redirect("/admin#outbox")
 

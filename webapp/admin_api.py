@@ -49,7 +49,7 @@ def outbox_items() -> Any:
 def outbox_retry_all() -> Any:
     runtime = _runtime()
     count = retry_failed(runtime.engine)
-    runtime.wakeup.notify()
+    runtime.notify()
     return jsonify({"retried": count})
 
 
@@ -62,5 +62,5 @@ def outbox_retry_one(item_id: int) -> Any:
         return _error(404, "not_found", f"no outbox item {item_id}")
     if outcome is False:
         return _error(409, "not_failed", f"outbox item {item_id} has not failed; only failed items are retried")
-    runtime.wakeup.notify()
+    runtime.notify()
     return jsonify({"retried": 1, "id": item_id})

@@ -184,7 +184,7 @@ def _link(runtime: Runtime, agent: agents.Agent, chat_id: str, object_name: str,
         return _error(exc.status, exc.code, exc.message, exc.field)
     except CRMError as exc:
         return _error(503, "crm_unavailable", f"the CRM did not answer: {exc}")
-    runtime.wakeup.notify()
+    runtime.notify()
     return linked
 
 

@@ -4,21 +4,27 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from crmconnector import console
-from crmconnector.store import chats, outbox, utcnow
+from crmconnector.store import chats, outbox, utcnow, wake_after_commit
+
+
+_PENDING = select(outbox.c.id).where(outbox.c.kind == bindparam("kind"), outbox.c.key == bindparam("key"),
+                                     outbox.c.status == "pending")
+_INSERT = outbox.insert()
+_CHAT_STATUS = select(chats.c.crm_status, chats.c.agent_email).where(chats.c.id == bindparam("chat"))
+_UPDATE_CHAT = chats.update().where(chats.c.id == bindparam("chat"))  # SET what the parameters name
 
 
 def enqueue(conn: Connection, kind: str, key: str, due_at: datetime | None = None) -> None:
     """Ask for `kind` work on `key`; one pending item per (kind, key) is enough, since the worker
     renders from current state when it runs."""
-    pending = conn.execute(select(outbox.c.id).where(outbox.c.kind == kind, outbox.c.key == key,
-                                                     outbox.c.status == "pending")).first()
-    if pending is None:
+    if conn.execute(_PENDING, {"kind": kind, "key": key}).first() is None:
         now = utcnow()
-        conn.execute(outbox.insert().values(kind=kind, key=key, status="pending", attempts=0,
-                                            due_at=due_at or now, created_at=now, updated_at=now))
+        conn.execute(_INSERT, {"kind": kind, "key": key, "status": "pending", "attempts": 0,
+                               "due_at": due_at or now, "created_at": now, "updated_at": now})
+        wake_after_commit(conn, "outbox")
 
 
 def queue_chat_log(conn: Connection, chat_id: str) -> None:
@@ -30,12 +36,12 @@ def queue_chat_log(conn: Connection, chat_id: str) -> None:
 def set_crm_status(conn: Connection, chat_id: str, status: str, *, task_id: str | None = None,
                    error: str | None = None) -> None:
     """Record the chat's CRM status and tell its agent's console when it changed."""
-    row = conn.execute(select(chats.c.crm_status, chats.c.agent_email).where(chats.c.id == chat_id)).first()
+    row = conn.execute(_CHAT_STATUS, {"chat": chat_id}).first()
     if row is None:
         return
-    values: dict[str, Any] = {"crm_status": status, "crm_error": error, "updated_at": utcnow()}
+    values: dict[str, Any] = {"chat": chat_id, "crm_status": status, "crm_error": error, "updated_at": utcnow()}
     if task_id:
         values["task_id"] = task_id
-    conn.execute(chats.update().where(chats.c.id == chat_id).values(**values))
+    conn.execute(_UPDATE_CHAT, values)
     if row.crm_status != status and row.agent_email:
         console.publish(conn, row.agent_email, chat_id, "status", {"chat_id": chat_id})

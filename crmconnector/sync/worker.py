@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from sqlalchemy import Connection, Engine, and_, exists, func, or_, select, text
+from sqlalchemy import Connection, Engine, and_, bindparam, exists, func, or_, select, text
 
 from crmconnector.crm.base import CRMBackend
 from crmconnector.metrics import OUTBOX_DONE
@@ -51,10 +51,35 @@ class Done(Exception):
 Handler = Callable[["Worker", Item], None]
 
 
-def _due(now: datetime) -> Any:
-    """Pending and due, or held under a lease that has expired."""
-    return or_(and_(outbox.c.status == "pending", outbox.c.due_at <= now),
-               and_(outbox.c.status == "running", outbox.c.claimed_until < now))
+# The claim's statements, built once with `now` as a parameter (building them per claim cost more
+# than running them). Due: pending and due, or held under a lease that has expired.
+_NOW = bindparam("now", type_=outbox.c.due_at.type)
+_DUE = or_(and_(outbox.c.status == "pending", outbox.c.due_at <= _NOW),
+           and_(outbox.c.status == "running", outbox.c.claimed_until < _NOW))
+_OTHER = outbox.alias("other")
+_HELD_ELSEWHERE = exists().where(_OTHER.c.kind == outbox.c.kind, _OTHER.c.key == outbox.c.key,
+                                 _OTHER.c.id != outbox.c.id, _OTHER.c.status == "running",
+                                 _OTHER.c.claimed_until >= _NOW)
+_ANY_DUE = select(outbox.c.id).where(_DUE).limit(1)
+_CANDIDATES = (select(outbox.c.id, outbox.c.kind, outbox.c.key, outbox.c.attempts)
+               .where(_DUE, ~_HELD_ELSEWHERE).order_by(outbox.c.due_at, outbox.c.id))
+# Checked again in the UPDATE: on PostgreSQL it sees what committed since the SELECT.
+_TAKE = outbox.update().where(outbox.c.id == bindparam("item"), _DUE, ~_HELD_ELSEWHERE).values(
+    status="running", claimed_by=bindparam("token"), claimed_until=bindparam("until"),
+    attempts=bindparam("attempts"), updated_at=_NOW)
+_candidates: dict[tuple[bool, int], Any] = {}
+
+
+def _candidates_for(postgres: bool, limit: int) -> Any:
+    statement = _candidates.get((postgres, limit))
+    if statement is None:
+        if postgres:
+            # Lock only as many rows as we may take, so other instances can claim the rest meanwhile.
+            statement = _CANDIDATES.limit(limit).with_for_update(skip_locked=True, of=outbox)
+        else:
+            statement = _CANDIDATES.limit(limit * 4)
+        statement = _candidates[(postgres, limit)] = statement
+    return statement
 
 
 def claim_due(conn: Connection, token: str, now: datetime, lease_until: datetime, limit: int = 1) -> list[Item]:
@@ -63,28 +88,16 @@ def claim_due(conn: Connection, token: str, now: datetime, lease_until: datetime
     On PostgreSQL the candidate rows are locked with FOR UPDATE SKIP LOCKED so that instances never
     wait on each other; on SQLite the caller's BEGIN IMMEDIATE already serializes claims.
     """
-    other = outbox.alias("other")
-    held_elsewhere = exists().where(other.c.kind == outbox.c.kind, other.c.key == outbox.c.key,
-                                    other.c.id != outbox.c.id, other.c.status == "running",
-                                    other.c.claimed_until >= now)
-    due = _due(now)
-    stmt = (select(outbox.c.id, outbox.c.kind, outbox.c.key, outbox.c.attempts)
-            .where(due, ~held_elsewhere).order_by(outbox.c.due_at, outbox.c.id).limit(limit * 4))
     postgres = conn.dialect.name == "postgresql"
-    if postgres:
-        # Lock only as many rows as we may take, so other instances can claim the rest meanwhile.
-        stmt = stmt.limit(limit).with_for_update(skip_locked=True, of=outbox)
     claimed: list[Item] = []
     keys: set[tuple[str, str]] = set()
-    for row in conn.execute(stmt).all():
+    for row in conn.execute(_candidates_for(postgres, limit), {"now": now}).all():
         if (row.kind, row.key) in keys or len(claimed) >= limit:
             continue
         if postgres and not _lock_key(conn, row.kind, row.key):
             continue  # another instance is claiming this chat's item right now
-        # Checked again in the UPDATE: on PostgreSQL it sees what committed since the SELECT.
-        result = conn.execute(outbox.update().where(outbox.c.id == row.id, due, ~held_elsewhere).values(
-            status="running", claimed_by=token, claimed_until=lease_until, attempts=row.attempts + 1,
-            updated_at=now))
+        result = conn.execute(_TAKE, {"item": row.id, "now": now, "token": token, "until": lease_until,
+                                      "attempts": row.attempts + 1})
         if result.rowcount == 1:
             keys.add((row.kind, row.key))
             claimed.append(Item(row.id, row.kind, row.key, row.attempts + 1, token))
@@ -102,10 +115,14 @@ def _mine(item: Item) -> Any:
     return and_(outbox.c.id == item.id, outbox.c.claimed_by == item.token, outbox.c.status == "running")
 
 
+_FINISH = outbox.update().where(outbox.c.id == bindparam("item"), outbox.c.claimed_by == bindparam("token"),
+                                outbox.c.status == "running")  # SET what the parameters name
+
+
 def finish_done(conn: Connection, item: Item, note: str | None = None) -> None:
     """Mark the item done, in the caller's transaction (only if this claim still holds it)."""
-    conn.execute(outbox.update().where(_mine(item)).values(
-        status="done", claimed_by=None, claimed_until=None, last_error=note, updated_at=utcnow()))
+    conn.execute(_FINISH, {"item": item.id, "token": item.token, "status": "done", "claimed_by": None,
+                           "claimed_until": None, "last_error": note, "updated_at": utcnow()})
 
 
 class Worker:
@@ -115,7 +132,7 @@ class Worker:
                  name: str | None = None, policy: RetryPolicy = DEFAULT_POLICY,
                  lease_seconds: float = LEASE_SECONDS, clock: Callable[[], datetime] = utcnow,
                  fetch_media: MediaFetcher | None = None, notify: Callable[[], None] | None = None,
-                 wait: Callable[[float], bool] | None = None):
+                 wait: Callable[[float], bool] | None = None, wake: Callable[[], None] | None = None):
         from crmconnector.sync import handlers
 
         self.engine, self.crm, self.settings = engine, crm, settings
@@ -125,14 +142,15 @@ class Worker:
         self.notify = notify or (lambda: None)
         self.handlers: Mapping[str, Handler] = handlers.HANDLERS
         self._stop = threading.Event()
-        self._wait = wait
+        self._wait = wait  # blocks an idle thread until work may be due (or the timeout)
+        self._wake = wake or self.notify  # ends one thread's wait
         self._threads: list[threading.Thread] = []
         self._probe = threading.Lock()
 
     @classmethod
     def for_runtime(cls, runtime: "Runtime", **options: Any) -> "Worker":
         return cls(runtime.engine, runtime.crm, runtime.settings, notify=runtime.wakeup.notify,
-                   wait=runtime.wakeup.wait, **options)
+                   wait=runtime.outbox_signal.wait, wake=runtime.outbox_signal.notify, **options)
 
     # -- one pass --------------------------------------------------------------------------------
 
@@ -141,7 +159,7 @@ class Worker:
         token = f"{self.name}:{uuid.uuid4().hex[:12]}"
         # A read first: idle threads woken by every event must not queue for the write lock.
         with reading(self.engine) as conn:
-            if not conn.execute(select(outbox.c.id).where(_due(now)).limit(1)).first():
+            if not conn.execute(_ANY_DUE, {"now": now}).first():
                 return []
         with self.engine.begin() as conn:
             return claim_due(conn, token, now, now + timedelta(seconds=self.lease_seconds), limit)
@@ -208,31 +226,34 @@ class Worker:
             self._threads.append(thread)
 
     def _loop(self) -> None:
+        woken = True  # a thread woken for new work claims at once; a thread that timed out polls
         while not self._stop.is_set():
             try:
-                busy = self.run_once(limit=20) if self._worth_claiming() else 0
+                busy = self.run_once(limit=20) if woken or self._worth_claiming() else 0
             except Exception:  # noqa: BLE001 - e.g. the database is away for a moment
                 log.exception("outbox worker pass failed")
                 busy = 0
+            woken = bool(busy)
             if not busy and not self._stop.is_set():
-                (self._wait or self._stop.wait)(POLL_SECONDS)
+                woken = bool((self._wait or self._stop.wait)(POLL_SECONDS))
 
     def _worth_claiming(self) -> bool:
-        """Every callback wakes every thread, and most wake-ups find nothing due: one thread at a time
-        looks with a read (no write lock on SQLite) before anyone takes the claim's write transaction."""
+        """Idle threads poll once a second: one thread at a time looks with a read (no write lock on
+        SQLite) before anyone takes the claim's write transaction."""
         if not self._probe.acquire(blocking=False):
             return False
         try:
             now = self.clock()
             with reading(self.engine) as conn:
-                return conn.execute(select(outbox.c.id).where(_due(now)).limit(1)).first() is not None
+                return conn.execute(_ANY_DUE, {"now": now}).first() is not None
         finally:
             self._probe.release()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the threads; items they still hold go back to pending for the next worker."""
         self._stop.set()
-        self.notify()
+        for _ in self._threads:
+            self._wake()
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
