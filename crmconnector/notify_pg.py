@@ -1,12 +1,11 @@
-"""Wake-ups for listeners (agents' streams, idle outbox threads), coalesced, and across instances
-through PostgreSQL LISTEN/NOTIFY.
+"""Wake-ups for agents' streams, coalesced, and across instances through PostgreSQL LISTEN/NOTIFY.
 
 Same interface as `notify.Wakeup`. A listener waiting in one process (an agent's stream on instance A)
 is woken when another process (instance B, which took the `chat.assigned`) commits a console event.
 `notify()` wakes local listeners (within 10 ms) and asks a sender thread to NOTIFY the channel; bursts of
-notifies collapse into one NOTIFY, and a process ignores its own. Listeners always re-read the database,
-so a lost connection only delays updates until their next timeout; after a reconnect every listener is
-woken once to catch up.
+notifies collapse into one NOTIFY (at most one per 10 ms), and a process ignores its own. Listeners
+always re-read the database, so a lost connection only delays updates until their next timeout; after a
+reconnect every listener is woken once to catch up.
 """
 from __future__ import annotations
 
@@ -30,8 +29,8 @@ POLL_SECONDS = 0.25  # how often the listener looks up from the socket to see wh
 class CoalescingWakeup:
     """In-process wake-ups, at most one round per `window` seconds.
 
-    Every callback notifies, and every idle outbox thread and open console stream waits: waking them all
-    from the request thread cost more CPU than the event itself. Here a callback only sets a flag; a
+    Many callbacks notify, and every open console stream waits: waking them all from the request thread
+    cost more CPU than the event itself. Here a callback only sets a flag; a
     waker thread wakes the listeners once for all callbacks of the last few milliseconds.
     """
 
@@ -150,6 +149,9 @@ class PgWakeup:
                 if conn is None or conn.closed:
                     conn = self._connect()
                 conn.execute("SELECT pg_notify(%s, %s)", (self.channel, self.origin))
+                # What commits meanwhile goes out in the next NOTIFY: every instance receives each one,
+                # so one per event would cost every instance far more than the event itself.
+                self._closed.wait(COALESCE_SECONDS)
             except Exception as exc:  # noqa: BLE001 - a lost NOTIFY only delays other instances
                 log.warning("console wake-ups: NOTIFY failed (%s)", type(exc).__name__)
                 if conn is not None:

@@ -304,7 +304,9 @@ def make_engine(database_url: str) -> Engine:
         return engine
     if url.get_backend_name() == "postgresql" and url.get_driver_name() in ("", "psycopg2"):
         url = url.set(drivername="postgresql+psycopg")
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # No pre-ping (a round trip on every checkout): a connection found dead fails its one statement,
+    # which answers 503 (the platform retries), and the pool then replaces every older connection.
+    return create_engine(url, pool_size=10, max_overflow=20)
 
 
 _IGNORING: dict[tuple[str, str], Any] = {}
