@@ -17,7 +17,7 @@ from crmconnector import console, optout
 from crmconnector.chatstate import load_assignments
 from crmconnector.events import ChatAssigned, ChatEnded, ChatMessage, ChatTransferred, Envelope
 from crmconnector.intake import EventContext, Outcome, handles
-from crmconnector.store import chat_activity, chat_media, chat_messages, chats, insert_ignoring_duplicates, utcnow
+from crmconnector.store import chat_activity, chat_media, chat_messages, chats, insert_if_new, utcnow
 from crmconnector.sync.outbox import enqueue, queue_chat_log
 
 
@@ -43,8 +43,8 @@ def _chat_row(conn: Connection, chat_id: str) -> dict[str, Any]:
 
 
 def _record_activity(conn: Connection, chat_id: str, event_id: str, kind: str, at: Any, data: dict[str, Any]) -> None:
-    conn.execute(insert_ignoring_duplicates(conn, chat_activity),
-                 {"chat_id": chat_id, "event_id": event_id, "kind": kind, "at": at, "data": data})
+    insert_if_new(conn, chat_activity, {"chat_id": chat_id, "event_id": event_id, "kind": kind, "at": at,
+                                        "data": data})
 
 
 def _refresh_agent(conn: Connection, chat: dict[str, Any]) -> str | None:
@@ -95,10 +95,10 @@ def apply_message(context: EventContext, conn: Connection, envelope: Envelope, d
     chat = _chat_row(conn, data.chat.id)
     message = data.message
     media = [m.model_dump(exclude_none=True) for m in message.media]
-    added = conn.execute(insert_ignoring_duplicates(conn, chat_messages), {
+    added = insert_if_new(conn, chat_messages, {
         "chat_id": chat["id"], "message_id": message.id, "sender": message.sender, "text": message.text,
         "sent_at": message.sent_at, "agent": _person(message.agent), "media": media})
-    if added.rowcount:  # the same message under another event id changes nothing
+    if added:  # the same message under another event id changes nothing
         if message.sender == "consumer":
             for position, item in enumerate(media):
                 conn.execute(chat_media.insert().values(chat_id=chat["id"], message_id=message.id,

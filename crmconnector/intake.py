@@ -20,7 +20,7 @@ from crmconnector.crm.base import CRMBackend
 from crmconnector.events import Envelope, EventError, parse_data, parse_envelope
 from crmconnector.metrics import EVENT_SECONDS, EVENTS
 from crmconnector.settings import Settings
-from crmconnector.store import events, reading, take_wakeups, utcnow
+from crmconnector.store import events, insert_if_new, reading, take_wakeups, utcnow
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
@@ -122,40 +122,50 @@ class Intake:
         prepared = handler.prepare(self.context, data) if handler and handler.prepare and data else None
         for attempt in (1, 2):
             try:
-                outcome, wakeups = self._store(envelope, document, digest, handler, data, prepared)
-                break
+                stored = self._store(envelope, document, digest, handler, data, prepared)
             except IntegrityError:
-                # Another worker or instance stored the same event id (its answer stands), or the same
-                # chat's first row, at the same moment: the second attempt sees what it committed.
+                # The same chat's first row was created by another worker or instance at the same
+                # moment: the second attempt sees what it committed.
+                if attempt == 2:
+                    raise
+                continue
+            except OperationalError as exc:
+                raise StoreUnavailable(str(exc.orig)) from exc
+            if stored is None:
+                # The event id was stored first (a retry, or the same event at another instance at the
+                # same moment): its first answer stands, and what this attempt applied was rolled back.
                 replay = self._replay(envelope.id, digest)
                 if replay is not None:
                     return replace(replay, event_type=label)
-                if attempt == 2:
-                    raise
-            except OperationalError as exc:
-                raise StoreUnavailable(str(exc.orig)) from exc
-        if wakeups:
-            self.context.notify("consoles" in wakeups, "outbox" in wakeups)
-        return replace(outcome, event_type=label)
+                continue
+            outcome, wakeups = stored
+            if wakeups:
+                self.context.notify("consoles" in wakeups, "outbox" in wakeups)
+            return replace(outcome, event_type=label)
+        raise StoreUnavailable("the event could be neither stored nor found; retry")
 
     def _store(self, envelope: Envelope, document: Any, digest: str, handler: Handler | None, data: Any,
-               prepared: Any) -> tuple[Outcome, set[str]]:
-        """Apply and record the event in one transaction (or answer as the first time, for a repeat);
-        returns the answer and what the commit must wake."""
-        with self.context.engine.begin() as conn:
-            take_wakeups(conn)  # left over from an earlier use of this pooled connection
-            stored = conn.execute(_STORED, {"event": envelope.id}).first()
-            if stored is not None:
-                return _replayed(stored, envelope.id, digest), set()
-            if handler is None or data is None:
-                outcome = Outcome(202, {"status": "ignored"})
-            else:
-                outcome = handler.apply(self.context, conn, envelope, data, prepared)
-            conn.execute(_RECORD, {
-                "id": envelope.id, "body_hash": digest, "type": envelope.type, "payload": document,
-                "chat_id": _ref(envelope.data, "chat"), "call_id": _ref(envelope.data, "call"),
-                "response_status": outcome.status, "response_body": outcome.body, "received_at": utcnow()})
-            return outcome, take_wakeups(conn)
+               prepared: Any) -> tuple[Outcome, set[str]] | None:
+        """Apply and record the event in one transaction; returns the answer and what the commit must
+        wake, or None (and stores nothing) when the event id is stored already."""
+        try:
+            with self.context.engine.begin() as conn:
+                take_wakeups(conn)  # left over from an earlier use of this pooled connection
+                if handler is None or data is None:
+                    outcome = Outcome(202, {"status": "ignored"})
+                else:
+                    outcome = handler.apply(self.context, conn, envelope, data, prepared)
+                # The id's unique key decides, not a look-up first: one statement, and it holds when two
+                # instances take the same event at the same moment.
+                recorded = insert_if_new(conn, events, {
+                    "id": envelope.id, "body_hash": digest, "type": envelope.type, "payload": document,
+                    "chat_id": _ref(envelope.data, "chat"), "call_id": _ref(envelope.data, "call"),
+                    "response_status": outcome.status, "response_body": outcome.body, "received_at": utcnow()})
+                if not recorded:
+                    raise _AlreadyStored
+                return outcome, take_wakeups(conn)
+        except _AlreadyStored:
+            return None
 
     def _replay(self, event_id: str, digest: str) -> Outcome | None:
         try:
@@ -163,19 +173,20 @@ class Intake:
                 stored = conn.execute(_STORED, {"event": event_id}).first()
         except OperationalError as exc:
             raise StoreUnavailable(str(exc.orig)) from exc
-        return None if stored is None else _replayed(stored, event_id, digest)
+        if stored is None:
+            return None
+        if stored.body_hash != digest:
+            raise EventError(409, "event_id_reused", f"event id {event_id!r} was already used for another body",
+                             "id")
+        return Outcome(stored.response_status, stored.response_body)
+
+
+class _AlreadyStored(Exception):
+    """Rolls back an attempt whose event id turned out to be stored already."""
 
 
 _STORED = select(events.c.body_hash, events.c.response_status, events.c.response_body).where(
     events.c.id == bindparam("event"))
-_RECORD = events.insert()
-
-
-def _replayed(stored: Any, event_id: str, digest: str) -> Outcome:
-    """The first answer to this event id, or a 409 when the id came with another body."""
-    if stored.body_hash != digest:
-        raise EventError(409, "event_id_reused", f"event id {event_id!r} was already used for another body", "id")
-    return Outcome(stored.response_status, stored.response_body)
 
 
 def _ref(data: dict[str, Any], key: str) -> str | None:

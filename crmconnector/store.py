@@ -309,18 +309,19 @@ def make_engine(database_url: str) -> Engine:
     return create_engine(url, pool_size=10, max_overflow=20)
 
 
-_IGNORING: dict[tuple[str, str], Any] = {}
+_IF_NEW: dict[tuple[str, str], Any] = {}
 
 
-def insert_ignoring_duplicates(conn: Connection, table: Table) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING in this connection's dialect (built once per table): one
-    statement instead of a look-up and an insert; `rowcount` tells whether the row is new."""
+def insert_if_new(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
+    """Insert the row unless its key exists (INSERT … ON CONFLICT DO NOTHING RETURNING, built once per
+    table and dialect): one statement instead of a look-up and an insert. True when the row is new."""
     key = (conn.dialect.name, table.name)
-    statement = _IGNORING.get(key)
+    statement = _IF_NEW.get(key)
     if statement is None:
         dialect = postgresql if key[0] == "postgresql" else sqlite
-        statement = _IGNORING[key] = dialect.insert(table).on_conflict_do_nothing()
-    return statement
+        statement = _IF_NEW[key] = (dialect.insert(table).on_conflict_do_nothing()
+                                    .returning(*table.primary_key.columns))
+    return conn.execute(statement, values).first() is not None
 
 
 _WAKEUPS = "crmconnector.wakeups"
