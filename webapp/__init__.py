@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     for module in (callbacks, health, crm_pages, openapi):
         app.register_blueprint(module.bp)
     _register_optional(app)
+    app.wsgi_app = callbacks.CallbackFastPath(app)  # type: ignore[method-assign]
 
     @app.errorhandler(404)
     def not_found(_: Exception) -> Any:
