@@ -55,38 +55,26 @@ def main(verbose: bool) -> None:
 @click.option("--port", type=int, default=None, help="Listen port (CRMCONNECTOR_PORT).")
 # Each open agent console holds a thread for its live stream, so the default leaves room for about a
 # hundred agents per process besides the callbacks.
-@click.option("--threads", type=int, default=128, show_default=True, help="Request threads (per worker).")
+@click.option("--threads", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Request threads per worker process.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes (more than 1 runs gunicorn; each worker runs its share of the outbox).")
+              help="Worker processes (each runs its share of the outbox; use PostgreSQL for more than one).")
 def serve(host: str | None, port: int | None, threads: int, workers: int) -> None:
     """Run the connector: callbacks, agent console, admin pages, outbox worker and scheduler."""
-    import waitress  # type: ignore[import-untyped]
-
-    from webapp import create_app
+    from webapp import wsgi
 
     settings = load_settings(host=host, port=port)
-    if workers > 1:
-        from webapp.wsgi import serve_workers
-
-        serve_workers(settings, workers, threads, on_ready=lambda: _print_welcome(settings))
-        return
-    runtime = open_runtime(settings)
-    # SIGTERM (service managers, containers) stops as cleanly as Ctrl-C: background work is released.
-    # Installed before anything is announced, so a stop right after the welcome is clean too.
+    # SIGTERM (service managers, containers) stops as cleanly as Ctrl-C, even before the server is up
+    # (then the server takes the signals over: workers finish their requests and release their work).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        app = create_app(runtime=runtime, background=True)
-        try:
-            server = waitress.create_server(app, host=settings.host, port=settings.port, threads=threads,
-                                            ident="crmconnector", channel_timeout=3600)
-        except OSError as exc:
-            click.echo(f"crmconnector: cannot listen on {settings.host}:{settings.port}: {exc.strerror} "
-                       "(set CRMCONNECTOR_HOST / CRMCONNECTOR_PORT, or --host / --port)", err=True)
-            sys.exit(1)
-        _print_welcome(settings)
-        server.run()  # returns after Ctrl-C or SIGTERM, having closed its sockets and threads
-    finally:
-        runtime.close()
+        address = wsgi.listen_address(settings.host, settings.port)
+    except OSError as exc:
+        click.echo(f"crmconnector: cannot listen on {settings.host}:{settings.port}: {exc.strerror} "
+                   "(set CRMCONNECTOR_HOST / CRMCONNECTOR_PORT, or --host / --port)", err=True)
+        sys.exit(1)
+    wsgi.serve(settings, address, workers, threads, on_ready=lambda: _print_welcome(settings),
+               verbose=logging.getLogger().getEffectiveLevel() <= logging.DEBUG)
 
 
 def _print_welcome(settings: Settings) -> None:

@@ -64,7 +64,7 @@ class Instance:
         raise TimeoutError(f"instance on port {self.port} not ready: {self.log_tail()}")
 
     def signal(self, sig: int) -> None:
-        """Send `sig` to the server (and, for SIGKILL, to its whole process group: gunicorn's workers too)."""
+        """Send `sig` to the server (and, for SIGKILL, to its whole process group: its worker processes too)."""
         if self.process is None:
             return
         if sig == signal.SIGKILL:
@@ -78,11 +78,15 @@ class Instance:
         if self.process is not None:
             self.process.wait(30)
 
-    def stop(self, timeout: float = 60.0) -> int | None:
-        """A graceful stop (SIGTERM); returns the exit code."""
+    def stop(self, timeout: float = 60.0, ctrl_c: bool = False) -> int | None:
+        """A graceful stop (SIGTERM, or with `ctrl_c` SIGINT to the whole process group as a terminal's
+        Ctrl-C sends it); returns the exit code."""
         if self.process is None or self.process.poll() is not None:
             return self.process.returncode if self.process else None
-        self.signal(signal.SIGTERM)
+        if ctrl_c:
+            os.killpg(self.process.pid, signal.SIGINT)
+        else:
+            self.signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -90,7 +94,7 @@ class Instance:
             return None
 
     def pids(self) -> list[int]:
-        """The server process and its children (gunicorn workers)."""
+        """The server process and its children (the worker processes)."""
         if self.process is None:
             return []
         found = [self.process.pid]

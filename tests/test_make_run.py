@@ -169,3 +169,13 @@ def test_a_busy_port_is_a_clear_error(serve):
         assert server.proc.wait(timeout=LIMIT_SECONDS) == 1
     assert "Address already in use" in lines[-1] and "CRMCONNECTOR_PORT" in lines[-1]
     assert not any("Traceback" in line for line in lines)
+
+
+def test_a_port_another_connector_listens_on_is_a_clear_error(serve):
+    first = serve()
+    first.read_until("Callback secret")
+    second = serve(first.port)  # the server shares a port between its own workers, never with a stranger
+    lines = second.read_until("cannot listen")
+    assert second.proc.wait(timeout=LIMIT_SECONDS) == 1
+    assert "Address already in use" in lines[-1]
+    assert first.get("/healthz")[0] == 200

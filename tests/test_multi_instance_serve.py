@@ -7,6 +7,7 @@ Task holding every message, and every event is stored once.
 from __future__ import annotations
 
 import itertools
+import socket
 import threading
 import time
 from datetime import timedelta
@@ -140,3 +141,57 @@ def test_serve_with_workers_stops_cleanly_on_sigterm_and_leaves_no_claimed_item(
     with reading(engine) as conn:
         statuses = set(conn.execute(select(outbox.c.status)).scalars())
     assert "running" not in statuses and statuses <= {"pending", "done"}
+
+
+class SilentMediaHost:
+    """A media host that accepts downloads and never answers, so the outbox item fetching one stays held."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.requested = threading.Event()
+        self.connections: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections.append(conn)
+            if conn.recv(65536):
+                self.requested.set()
+
+    def close(self) -> None:
+        self.listener.close()
+        for conn in self.connections:
+            conn.close()
+
+
+@pytest.mark.parametrize("ctrl_c", [False, True], ids=["sigterm", "ctrl-c"])
+def test_a_stop_puts_the_outbox_item_a_worker_holds_back_to_pending(
+        pg_database: str, engine: Any, tmp_path: Path, ctrl_c: bool) -> None:
+    media = SilentMediaHost()
+    server = Instance(pg_database, tmp_path / "held", free_port(), workers=2,
+                      env={"CRMCONNECTOR_MEDIA_HOSTS": "127.0.0.1"}).start()
+    try:
+        picture = {"url": f"http://127.0.0.1:{media.port}/photo.jpg", "content_type": "image/jpeg",
+                   "size_bytes": 1000, "filename": "photo.jpg"}
+        chat = chat_stream("held1", 1)
+        chat[2][2]["message"]["media"] = [picture]  # the consumer's message
+        for event_id, kind, data in chat:
+            body = envelope(event_id, kind, data)
+            response = requests.post(f"{server.url}/callbacks/events", data=body, headers=signed(body), timeout=30)
+            assert response.status_code in (200, 202), response.text
+        assert media.requested.wait(60), server.log_tail()
+        with reading(engine) as conn:
+            held = conn.execute(select(outbox.c.id, outbox.c.claimed_by).where(outbox.c.status == "running")).all()
+        assert len(held) == 1, held  # the chat log, waiting for the picture
+    finally:
+        code = server.stop(ctrl_c=ctrl_c)
+        media.close()
+    assert code == 0, server.log_tail()  # stopped by itself, not killed after the stop timeout
+    with reading(engine) as conn:
+        row = conn.execute(select(outbox.c.status, outbox.c.claimed_by).where(outbox.c.id == held[0].id)).one()
+    assert (row.status, row.claimed_by) == ("pending", None), server.log_tail()
