@@ -1,5 +1,6 @@
 """Screen-pop latency in a real browser: from posting a signed chat.assigned to the pop shown in the
-agent console (server-sent events), on the production server (waitress) and the embedded CRM.
+agent console (server-sent events), on the production server (`crmconnector serve`: granian, outbox worker
+and scheduler running) and the embedded CRM.
 
 Needs Debian's /usr/bin/chromium and Playwright. Prints p50/p90/p99/max over N chats.
 Usage: python bench/pop_latency.py [N]
@@ -7,33 +8,27 @@ Usage: python bench/pop_latency.py [N]
 from __future__ import annotations
 
 import json
-import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import requests
-import waitress
 from playwright.sync_api import sync_playwright
 
-from crmconnector import agents
-from crmconnector.runtime import Runtime
-from crmconnector.settings import Settings
-from crmconnector.signatures import HEADER, sign
-from webapp import create_app
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-SECRET = "bench-secret"
+from crmconnector import agents  # noqa: E402
+from crmconnector.runtime import Runtime  # noqa: E402
+from crmconnector.settings import Settings  # noqa: E402
+from crmconnector.signatures import HEADER, sign  # noqa: E402
+from tests.instances import ADMIN_TOKEN, SECRET, Instance  # noqa: E402
+from tests.pg import free_port  # noqa: E402
+
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def post(base: str, event_type: str, data: dict) -> None:
@@ -45,16 +40,13 @@ def post(base: str, event_type: str, data: dict) -> None:
 
 def main(count: int) -> None:
     folder = Path(tempfile.mkdtemp(prefix="pop-latency-"))
-    port = _port()
-    base = f"http://127.0.0.1:{port}"
-    settings = Settings(database_url=f"sqlite:///{folder / 'state.db'}", callback_secrets=(SECRET,),
-                        admin_token="bench-admin", instance_path=str(folder / "instance"), public_url=base,
-                        run_background=False)
+    server = Instance(f"sqlite:///{folder / 'state.db'}", folder, free_port(), threads=16).start()
+    base = server.url
+    # The bench's own Runtime only writes the fixtures (a contact, the agent) in the server's database.
+    settings = Settings(database_url=server.database_url, callback_secrets=(SECRET,), admin_token=ADMIN_TOKEN,
+                        instance_path=str(folder / "bench"), public_url=base, run_background=False)
     runtime = Runtime(settings)
     runtime.crm.create("Contact", {"FirstName": "Becky", "LastName": "Thatcher", "Phone": "+14155550132"})
-    server = waitress.create_server(create_app(runtime=runtime, background=True), host="127.0.0.1", port=port,
-                                    threads=16)
-    threading.Thread(target=server.run, daemon=True).start()
     agent = agents.add_agent(runtime.engine, "tom@example.com", "Tom Sawyer")
     link = agents.sign_in_link(runtime.engine, settings, agent)
     latencies = []
@@ -73,9 +65,8 @@ def main(count: int) -> None:
             page.wait_for_selector(f'[data-chat-id="{chat_id}"]', timeout=10_000)
             latencies.append((time.perf_counter() - start) * 1000)
         browser.close()
-    runtime.close()  # ends the console's event stream, then the server goes
-    time.sleep(1)
-    server.close()
+    runtime.close()
+    assert server.stop() == 0, server.log_tail()
     latencies.sort()
 
     def pct(p: float) -> float:
