@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from crmconnector.store import chat_activity, chat_media, chat_messages, chats
 
@@ -114,28 +114,34 @@ def assignments_from(rows: Sequence[Any]) -> list[Assignment]:
     return sorted(found, key=lambda a: a.sort_key)
 
 
+# Built once: every chat log and every assignment loads these.
+_CHAT = select(chats).where(chats.c.id == bindparam("chat"))
+_MESSAGES = select(chat_messages).where(chat_messages.c.chat_id == bindparam("chat"))
+_ACTIVITY = select(chat_activity).where(chat_activity.c.chat_id == bindparam("chat"))
+_MEDIA = select(chat_media).where(chat_media.c.chat_id == bindparam("chat"))
+
+
 def load_assignments(conn: Connection, chat_id: str) -> list[Assignment]:
-    rows = conn.execute(select(chat_activity).where(chat_activity.c.chat_id == chat_id)).mappings().all()
-    return assignments_from(rows)
+    return assignments_from(conn.execute(_ACTIVITY, {"chat": chat_id}).mappings().all())
 
 
 def load(conn: Connection, chat_id: str) -> ChatState | None:
     """The chat's state as stored now; None when no event of this chat was ever accepted."""
-    chat = conn.execute(select(chats).where(chats.c.id == chat_id)).mappings().first()
+    chat = conn.execute(_CHAT, {"chat": chat_id}).mappings().first()
     if chat is None:
         return None
-    message_rows = conn.execute(select(chat_messages).where(chat_messages.c.chat_id == chat_id)).mappings().all()
+    message_rows = conn.execute(_MESSAGES, {"chat": chat_id}).mappings().all()
     messages = sorted(
         (MessageState(r["message_id"], r["sender"], r["text"] or "", r["sent_at"], r["agent"], r["media"] or [])
          for r in message_rows),
         key=lambda m: (m.sent_at, natural_key(m.message_id)))
-    activity = conn.execute(select(chat_activity).where(chat_activity.c.chat_id == chat_id)).mappings().all()
+    activity = conn.execute(_ACTIVITY, {"chat": chat_id}).mappings().all()
     transfers = sorted(
         (TransferStep(r["at"], r["event_id"], r["data"].get("status", ""), r["data"].get("from_agent"),
                       r["data"].get("to_agent"), r["data"].get("to_queue"))
          for r in activity if r["kind"] == "transfer"),
         key=lambda t: (t.at, natural_key(t.event_id)))
-    media_rows = conn.execute(select(chat_media).where(chat_media.c.chat_id == chat_id)).mappings().all()
+    media_rows = conn.execute(_MEDIA, {"chat": chat_id}).mappings().all()
     media = {(r["message_id"], r["position"]): MediaStatus(r["status"], r["reason"], r["filename"],
                                                            r["content_version_id"]) for r in media_rows}
     return ChatState(dict(chat), tuple(messages), tuple(assignments_from(activity)), tuple(transfers), media)

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from sqlalchemy import Engine, bindparam, select
+from sqlalchemy import Connection, Engine, bindparam, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from crmconnector import signatures
@@ -20,7 +20,8 @@ from crmconnector.crm.base import CRMBackend
 from crmconnector.events import Envelope, EventError, parse_data, parse_envelope
 from crmconnector.metrics import EVENT_SECONDS, EVENTS
 from crmconnector.settings import Settings
-from crmconnector.store import events, insert_if_new, reading, take_wakeups, utcnow
+from crmconnector.group_commit import GroupCommitter
+from crmconnector.store import events, insert_if_new, reading, utcnow
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
@@ -79,7 +80,16 @@ def body_hash(document: Any) -> str:
 class Intake:
     def __init__(self, context: EventContext):
         self.context = context
+        # Every accepted event is written by this one writer thread, several per transaction under load.
+        self.writer = GroupCommitter(context.engine, self._wake)
         from crmconnector import abandoned_intake, chat_events, chats  # noqa: F401  (register handlers)
+
+    def _wake(self, wakeups: set[str]) -> None:
+        if wakeups:
+            self.context.notify("consoles" in wakeups, "outbox" in wakeups)
+
+    def close(self) -> None:
+        self.writer.close()
 
     def handle(self, body: bytes, content_type: str | None, signature: str | None,
                now: float | None = None) -> Outcome:
@@ -122,7 +132,15 @@ class Intake:
         prepared = handler.prepare(self.context, data) if handler and handler.prepare and data else None
         for attempt in (1, 2):
             try:
-                stored = self._store(envelope, document, digest, handler, data, prepared)
+                outcome = self.writer.run(
+                    lambda conn: self._apply(conn, envelope, document, digest, handler, data, prepared))
+            except _AlreadyStored:
+                # The event id was stored first (a retry, or the same event at another instance at the
+                # same moment): its first answer stands, and what this attempt applied was rolled back.
+                replay = self._replay(envelope.id, digest)
+                if replay is not None:
+                    return replace(replay, event_type=label)
+                continue
             except IntegrityError:
                 # The same chat's first row was created by another worker or instance at the same
                 # moment: the second attempt sees what it committed.
@@ -131,41 +149,26 @@ class Intake:
                 continue
             except OperationalError as exc:
                 raise StoreUnavailable(str(exc.orig)) from exc
-            if stored is None:
-                # The event id was stored first (a retry, or the same event at another instance at the
-                # same moment): its first answer stands, and what this attempt applied was rolled back.
-                replay = self._replay(envelope.id, digest)
-                if replay is not None:
-                    return replace(replay, event_type=label)
-                continue
-            outcome, wakeups = stored
-            if wakeups:
-                self.context.notify("consoles" in wakeups, "outbox" in wakeups)
             return replace(outcome, event_type=label)
         raise StoreUnavailable("the event could be neither stored nor found; retry")
 
-    def _store(self, envelope: Envelope, document: Any, digest: str, handler: Handler | None, data: Any,
-               prepared: Any) -> tuple[Outcome, set[str]] | None:
-        """Apply and record the event in one transaction; returns the answer and what the commit must
-        wake, or None (and stores nothing) when the event id is stored already."""
-        try:
-            with self.context.engine.begin() as conn:
-                take_wakeups(conn)  # left over from an earlier use of this pooled connection
-                if handler is None or data is None:
-                    outcome = Outcome(202, {"status": "ignored"})
-                else:
-                    outcome = handler.apply(self.context, conn, envelope, data, prepared)
-                # The id's unique key decides, not a look-up first: one statement, and it holds when two
-                # instances take the same event at the same moment.
-                recorded = insert_if_new(conn, events, {
-                    "id": envelope.id, "body_hash": digest, "type": envelope.type, "payload": document,
-                    "chat_id": _ref(envelope.data, "chat"), "call_id": _ref(envelope.data, "call"),
-                    "response_status": outcome.status, "response_body": outcome.body, "received_at": utcnow()})
-                if not recorded:
-                    raise _AlreadyStored
-                return outcome, take_wakeups(conn)
-        except _AlreadyStored:
-            return None
+    def _apply(self, conn: Connection, envelope: Envelope, document: Any, digest: str, handler: Handler | None,
+               data: Any, prepared: Any) -> Outcome:
+        """Apply and record the event in the writer's transaction; raises _AlreadyStored (and the
+        transaction is rolled back) when the event id is stored already."""
+        if handler is None or data is None:
+            outcome = Outcome(202, {"status": "ignored"})
+        else:
+            outcome = handler.apply(self.context, conn, envelope, data, prepared)
+        # The id's unique key decides, not a look-up first: one statement, and it holds when two
+        # instances take the same event at the same moment.
+        recorded = insert_if_new(conn, events, {
+            "id": envelope.id, "body_hash": digest, "type": envelope.type, "payload": document,
+            "chat_id": _ref(envelope.data, "chat"), "call_id": _ref(envelope.data, "call"),
+            "response_status": outcome.status, "response_body": outcome.body, "received_at": utcnow()})
+        if not recorded:
+            raise _AlreadyStored
+        return outcome
 
     def _replay(self, event_id: str, digest: str) -> Outcome | None:
         try:

@@ -87,5 +87,6 @@ class Runtime:
             except Exception:  # noqa: BLE001 - closing must go on
                 log.exception("error while stopping background work")
         self._stoppers.clear()
+        self.intake.close()
         self.wakeup.close()
         self.engine.dispose()

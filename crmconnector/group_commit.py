@@ -1,0 +1,98 @@
+"""Group commit: one thread of each process writes the callbacks' events, several per transaction.
+
+A callback's write is a short transaction. Run from many request threads at once, those transactions
+queue on the database's write lock and hand the interpreter lock back and forth at every statement,
+and their BEGIN and COMMIT (round trips on PostgreSQL) cost as much as the work itself. Here request
+threads hand their work to one writer thread, which runs whatever has queued up meanwhile in one
+transaction and then answers each caller. When anything in a batch fails, the batch is rolled back and
+its work is run again one per transaction, so one bad event never changes another's answer.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+from typing import Any, Callable
+
+from sqlalchemy import Connection, Engine
+
+from crmconnector.metrics import INTAKE_BATCH
+from crmconnector.store import take_wakeups
+
+log = logging.getLogger(__name__)
+MAX_BATCH = 64
+
+Work = Callable[[Connection], Any]
+_Job = tuple[Work, "Future[Any]"]
+
+
+class GroupCommitter:
+    """Runs work in shared write transactions on one thread; `on_commit` gets what each commit must wake."""
+
+    def __init__(self, engine: Engine, on_commit: Callable[[set[str]], None], max_batch: int = MAX_BATCH):
+        self.engine = engine
+        self.on_commit = on_commit
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="intake-writer", daemon=True)
+        self._thread.start()
+
+    def run(self, work: Work) -> Any:
+        """`work(conn)` inside a write transaction; its result once committed, or what it (or the
+        commit) raised."""
+        future: Future[Any] = Future()
+        self._queue.put((work, future))
+        return future.result()
+
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                batch.append(job)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Job]) -> None:
+        if len(batch) > 1:
+            try:
+                results, wakeups = self._transaction([work for work, _ in batch])
+            except Exception:  # noqa: BLE001 - one of them failed: each alone, so only it gets the error
+                log.debug("a batch of %d events failed; applying them one by one", len(batch))
+            else:
+                INTAKE_BATCH.observe(len(batch))
+                for (_, future), result in zip(batch, results):
+                    future.set_result(result)
+                self.on_commit(wakeups)
+                return
+        for work, future in batch:
+            try:
+                results, wakeups = self._transaction([work])
+            except BaseException as exc:  # noqa: BLE001 - the caller raises it; this thread goes on
+                future.set_exception(exc)
+                continue
+            INTAKE_BATCH.observe(1)
+            future.set_result(results[0])
+            self.on_commit(wakeups)
+
+    def _transaction(self, works: list[Work]) -> tuple[list[Any], set[str]]:
+        with self.engine.begin() as conn:
+            take_wakeups(conn)  # left over from an earlier use of this pooled connection
+            results = [work(conn) for work in works]
+            return results, take_wakeups(conn)

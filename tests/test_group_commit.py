@@ -1,0 +1,133 @@
+"""Group commit: work queued while the writer is busy shares one transaction, and a failure in a batch
+changes nobody else's answer."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, Callable
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, Table, event, func, select
+
+from crmconnector.group_commit import GroupCommitter
+from crmconnector.store import events, make_engine, reading
+from tests.conftest import signed_headers
+
+rows = Table("rows", MetaData(), Column("n", Integer, primary_key=True))
+
+
+@pytest.fixture
+def engine(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'gc.db'}")
+    rows.metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+def _insert(n: int) -> Callable[[Any], int]:
+    def work(conn: Any) -> int:
+        conn.execute(rows.insert(), {"n": n})
+        return n
+    return work
+
+
+def _hold(writer: GroupCommitter) -> tuple[threading.Event, threading.Thread]:
+    """Keep the writer busy inside a transaction until the returned event is set."""
+    running, release = threading.Event(), threading.Event()
+
+    def hold(conn: Any) -> None:
+        running.set()
+        release.wait(10)
+    thread = threading.Thread(target=writer.run, args=(hold,))
+    thread.start()
+    assert running.wait(10)
+    return release, thread
+
+
+def _wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+
+
+def _submit_all(writer: GroupCommitter, works: list[Callable[[Any], Any]]) -> tuple[list[Any], list[threading.Thread]]:
+    answers: list[Any] = [None] * len(works)
+
+    def call(i: int) -> None:
+        try:
+            answers[i] = writer.run(works[i])
+        except Exception as exc:  # noqa: BLE001 - the test looks at it
+            answers[i] = exc
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(works))]
+    for thread in threads:
+        thread.start()
+    _wait_for(lambda: writer.queued() == len(works))
+    return answers, threads
+
+
+def _stored(engine) -> list[int]:
+    with reading(engine) as conn:
+        return sorted(conn.execute(select(rows.c.n)).scalars())
+
+
+def test_work_queued_while_the_writer_is_busy_is_committed_in_one_transaction(engine):
+    commits = []
+    event.listen(engine, "commit", lambda conn: commits.append(1))
+    woken: list[set[str]] = []
+    writer = GroupCommitter(engine, woken.append)
+    try:
+        release, holder = _hold(writer)
+        answers, threads = _submit_all(writer, [_insert(n) for n in range(10)])
+        release.set()
+        for thread in [holder, *threads]:
+            thread.join(10)
+    finally:
+        writer.close()
+    assert answers == list(range(10))
+    assert _stored(engine) == list(range(10))
+    assert len(commits) == 2  # the held one, then the ten together
+
+
+def test_a_failing_work_gets_its_error_and_the_rest_of_its_batch_is_committed(engine):
+    def failing(conn: Any) -> int:
+        conn.execute(rows.insert(), {"n": 99})
+        raise ValueError("bad event")
+
+    writer = GroupCommitter(engine, lambda wakeups: None)
+    try:
+        release, holder = _hold(writer)
+        answers, threads = _submit_all(writer, [_insert(1), _insert(2), failing, _insert(3)])
+        release.set()
+        for thread in [holder, *threads]:
+            thread.join(10)
+    finally:
+        writer.close()
+    assert answers[:2] == [1, 2] and answers[3] == 3
+    assert isinstance(answers[2], ValueError)
+    assert _stored(engine) == [1, 2, 3]  # nothing of the failed work
+
+
+def test_the_same_event_twice_in_one_batch_is_stored_once_with_one_answer(client, runtime):
+    body = json.dumps({"id": "evt_twice", "type": "chat.message", "occurred_at": "2026-11-21T17:03:11Z",
+                       "data": {"chat": {"id": "c-twice"}, "message": {
+                           "id": "m1", "sender": "consumer", "text": "hi", "sent_at": "2026-11-21T17:03:11Z"}}}
+                      ).encode()
+    release, holder = _hold(runtime.intake.writer)
+    answers: list[Any] = []
+
+    def post() -> None:
+        response = client.application.test_client().post("/callbacks/events", data=body,
+                                                          headers=signed_headers(body))
+        answers.append((response.status_code, response.json))
+    threads = [threading.Thread(target=post) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    _wait_for(lambda: runtime.intake.writer.queued() == 2)
+    release.set()
+    for thread in [holder, *threads]:
+        thread.join(10)
+    assert answers == [(200, {"status": "ok", "chat_id": "c-twice"})] * 2
+    with reading(runtime.engine) as conn:
+        assert conn.execute(select(func.count()).select_from(events).where(events.c.id == "evt_twice")).scalar() == 1
