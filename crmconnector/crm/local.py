@@ -11,7 +11,7 @@ from datetime import date, datetime
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urlencode
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlalchemy.exc import OperationalError
 
 from crmconnector.crm import ids
@@ -43,17 +43,13 @@ class LocalCRM:
         if not numbers:
             return []
         with self._read() as conn:
-            hits = conn.execute(
-                select(phone_index.c.object, phone_index.c.record_id)
-                .where(phone_index.c.e164.in_(list(numbers)), phone_index.c.object.in_(list(objects)))
-            ).all()
+            hits = conn.execute(_PHONE_HITS, {"numbers": list(numbers), "objects": list(objects)}).all()
             by_object: dict[str, set[str]] = {}
             for obj, rid in hits:
                 by_object.setdefault(obj, set()).add(rid)
             records: list[Record] = []
             for obj, rids in by_object.items():
-                table = TABLES[obj]
-                rows = conn.execute(select(table).where(table.c.Id.in_(sorted(rids)))).mappings().all()
+                rows = conn.execute(_statement("by_ids", obj), {"ids": sorted(rids)}).mappings().all()
                 records.extend(self._record(obj, row) for row in rows)
         return records
 
@@ -123,8 +119,8 @@ class LocalCRM:
                           files: Sequence[FileUpload] = ()) -> UpsertResult:
         table = self._table(object_name)
         with self._write() as conn:
-            existing = conn.execute(select(table.c.Id).where(table.c[key_field] == fields[key_field])
-                                    .order_by(table.c.CreatedDate, table.c.Id)).scalar()
+            existing = conn.execute(_statement("by_key", object_name, key_field),
+                                    {"key": fields[key_field]}).scalar()
             if existing is None:
                 record_id, created = self._insert(conn, object_name, fields), True
             else:
@@ -136,10 +132,9 @@ class LocalCRM:
         return UpsertResult(id=record_id, created=created, file_ids=file_ids)
 
     def _attach(self, conn: Any, parent_id: str, files: Sequence[FileUpload]) -> dict[str, str]:
-        cv = TABLES["ContentVersion"]
-        have = {row.Description[len(FILE_KEY_PREFIX):]: row.Id for row in conn.execute(
-            select(cv.c.Id, cv.c.Description).where(cv.c.FirstPublishLocationId == parent_id))
-            if (row.Description or "").startswith(FILE_KEY_PREFIX)}
+        have = {row.Description[len(FILE_KEY_PREFIX):]: row.Id
+                for row in conn.execute(_statement("files_of", "ContentVersion"), {"parent": parent_id})
+                if (row.Description or "").startswith(FILE_KEY_PREFIX)}
         for upload in files:
             if upload.key not in have:
                 have[upload.key] = self._insert(conn, "ContentVersion", {
@@ -151,7 +146,7 @@ class LocalCRM:
         return {f.key: have[f.key] for f in files}
 
     def _insert(self, conn: Any, object_name: str, fields: Mapping[str, Any]) -> str:
-        table = self._table(object_name)
+        self._table(object_name)  # an unknown object is rejected as Salesforce does
         values = self._validated(conn, object_name, fields, partial=False)
         record_id = ids.new_id(object_name)
         now = utcnow()
@@ -162,7 +157,8 @@ class LocalCRM:
             values["FileExtension"] = (values["PathOnClient"].rpartition(".")[2].lower()
                                        if "." in values["PathOnClient"] else None)
             conn.execute(insert(crm_blobs).values(id=record_id, data=data))
-        conn.execute(insert(table).values(Id=record_id, CreatedDate=now, LastModifiedDate=now, **values))
+        conn.execute(_statement("insert", object_name),
+                     {"Id": record_id, "CreatedDate": now, "LastModifiedDate": now, **values})
         self._index_phones(conn, object_name, record_id, values)
         return record_id
 
@@ -343,9 +339,37 @@ class LocalCRM:
         target = ids.object_for_id(value)
         if not ids.is_valid_id(value) or target not in spec.references:
             raise CRMRejected(f"{spec.name}: id value of incorrect type: {value}", code="FIELD_INTEGRITY_EXCEPTION")
-        table = TABLES[target]
-        if conn.execute(select(table.c.Id).where(table.c.Id == value)).first() is None:
+        if conn.execute(_statement("exists", target), {"id": value}).first() is None:
             raise CRMRejected(f"{spec.name}: invalid cross reference id", code="INVALID_CROSS_REFERENCE_KEY")
+
+
+# The statements of the chat-log path and of matching, built once per table (building them per call
+# cost more than running them).
+_PHONE_HITS = select(phone_index.c.object, phone_index.c.record_id).where(
+    phone_index.c.e164.in_(bindparam("numbers", expanding=True)),
+    phone_index.c.object.in_(bindparam("objects", expanding=True)))
+_STATEMENTS: dict[tuple[str, ...], Any] = {}
+
+
+def _statement(kind: str, object_name: str, field: str = "") -> Any:
+    key = (kind, object_name, field)
+    statement = _STATEMENTS.get(key)
+    if statement is None:
+        table = TABLES[object_name]
+        if kind == "by_ids":
+            statement = select(table).where(table.c.Id.in_(bindparam("ids", expanding=True)))
+        elif kind == "by_key":
+            statement = (select(table.c.Id).where(table.c[field] == bindparam("key"))
+                         .order_by(table.c.CreatedDate, table.c.Id))
+        elif kind == "files_of":
+            statement = select(table.c.Id, table.c.Description).where(
+                table.c.FirstPublishLocationId == bindparam("parent"))
+        elif kind == "insert":
+            statement = table.insert()  # the columns are those the parameters name
+        else:  # exists
+            statement = select(table.c.Id).where(table.c.Id == bindparam("id"))
+        _STATEMENTS[key] = statement
+    return statement
 
 
 def _spec_or_string(object_name: str, name: str) -> FieldSpec:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 LEASE_SECONDS = 300.0
 POLL_SECONDS = 1.0
+PASS_LIMIT = 20  # items one thread processes before it looks again like an idle thread
 DEFAULT_THREADS = 16  # CRM calls mostly wait on the network: 16 threads drain ~70 chats/s at 100 ms
 
 
@@ -154,23 +155,24 @@ class Worker:
 
     # -- one pass --------------------------------------------------------------------------------
 
-    def claim(self, limit: int = 1) -> list[Item]:
+    def claim(self, limit: int = 1, look_first: bool = True) -> list[Item]:
         now = self.clock()
         token = f"{self.name}:{uuid.uuid4().hex[:12]}"
-        # A read first: idle threads woken by every event must not queue for the write lock.
-        with reading(self.engine) as conn:
-            if not conn.execute(_ANY_DUE, {"now": now}).first():
-                return []
+        if look_first:  # a read first, which takes no write lock: most looks after a drain find nothing
+            with reading(self.engine) as conn:
+                if not conn.execute(_ANY_DUE, {"now": now}).first():
+                    return []
         with self.engine.begin() as conn:
             return claim_due(conn, token, now, now + timedelta(seconds=self.lease_seconds), limit)
 
-    def run_once(self, limit: int | None = None) -> int:
-        """Process due items one by one until none is due (or `limit`); return how many were processed."""
+    def run_once(self, limit: int | None = None, expect_work: bool = False) -> int:
+        """Process due items one by one until none is due (or `limit`); return how many were processed.
+        `expect_work`: woken for a new item, so the first claim skips the look that it would repeat."""
         processed = 0
         while limit is None or processed < limit:
             if self._stop.is_set():
                 break
-            items = self.claim()
+            items = self.claim(look_first=not expect_work or processed > 0)
             if not items:
                 break
             for item in items:
@@ -226,15 +228,15 @@ class Worker:
             self._threads.append(thread)
 
     def _loop(self) -> None:
-        woken = True  # a thread woken for new work claims at once; a thread that timed out polls
+        woken = False  # a thread woken for new work claims at once; a thread that timed out polls
         while not self._stop.is_set():
             try:
-                busy = self.run_once(limit=20) if woken or self._worth_claiming() else 0
+                busy = self.run_once(limit=PASS_LIMIT, expect_work=woken) if woken or self._worth_claiming() else 0
             except Exception:  # noqa: BLE001 - e.g. the database is away for a moment
                 log.exception("outbox worker pass failed")
                 busy = 0
-            woken = bool(busy)
-            if not busy and not self._stop.is_set():
+            woken = False
+            if busy < PASS_LIMIT and not self._stop.is_set():  # a shorter pass ended with nothing due
                 woken = bool((self._wait or self._stop.wait)(POLL_SECONDS))
 
     def _worth_claiming(self) -> bool:
