@@ -1,9 +1,9 @@
-"""Group commit: one thread of each process writes the callbacks' events, several per transaction.
+"""Group commit: the callbacks' events are written by a writer thread, several per transaction.
 
 A callback's write is a short transaction. Run from many request threads at once, those transactions
 queue on the database's write lock and hand the interpreter lock back and forth at every statement,
 and their BEGIN and COMMIT (round trips on PostgreSQL) cost as much as the work itself. Here request
-threads hand their work to one writer thread, which runs whatever has queued up meanwhile in one
+threads hand their work to a writer thread, which runs whatever has queued up meanwhile in one
 transaction and then answers each caller. When anything in a batch fails, the batch is rolled back and
 its work is run again one per transaction, so one bad event never changes another's answer.
 """
@@ -30,13 +30,18 @@ _Job = tuple[Work, "Future[Any]"]
 class GroupCommitter:
     """Runs work in shared write transactions on one thread; `on_commit` gets what each commit must wake."""
 
-    def __init__(self, engine: Engine, on_commit: Callable[[set[str]], None], max_batch: int = MAX_BATCH):
+    def __init__(self, engine: Engine, on_commit: Callable[[set[str]], None], max_batch: int = MAX_BATCH,
+                 writers: int | None = None):
         self.engine = engine
         self.on_commit = on_commit
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="intake-writer", daemon=True)
-        self._thread.start()
+        # SQLite has one writer at a time anyway; on PostgreSQL a second writer sends its batch while the
+        # first waits for the server's answers.
+        count = writers or (1 if engine.dialect.name == "sqlite" else 2)
+        self._threads = [threading.Thread(target=self._run, name="intake-writer", daemon=True) for _ in range(count)]
+        for thread in self._threads:
+            thread.start()
 
     def run(self, work: Work) -> Any:
         """`work(conn)` inside a write transaction; its result once committed, or what it (or the
@@ -49,8 +54,10 @@ class GroupCommitter:
         return self._queue.qsize()
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=10)
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout=10)
 
     def _run(self) -> None:
         while True:

@@ -131,3 +131,31 @@ def test_the_same_event_twice_in_one_batch_is_stored_once_with_one_answer(client
     assert answers == [(200, {"status": "ok", "chat_id": "c-twice"})] * 2
     with reading(runtime.engine) as conn:
         assert conn.execute(select(func.count()).select_from(events).where(events.c.id == "evt_twice")).scalar() == 1
+
+
+@pytest.mark.both_databases
+def test_concurrent_events_of_the_same_chats_are_each_stored_once(app, runtime):
+    """Many request threads, a few chats, every kind of chat event, some sent twice at once: on
+    PostgreSQL two writers commit batches side by side."""
+    from tests.instances import chat_stream, envelope
+
+    bodies = [envelope(event_id, kind, data) for n in range(6) for event_id, kind, data in chat_stream(f"gc{n}", 6)]
+    work = bodies + bodies[::3]  # a third of them twice
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def sender(part: list[bytes]) -> None:
+        client = app.test_client()
+        for body in part:
+            response = client.post("/callbacks/events", data=body, headers=signed_headers(body))
+            with lock:
+                statuses.append(response.status_code)
+    threads = [threading.Thread(target=sender, args=(work[i::8],)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(statuses) == len(work) and all(200 <= s < 300 for s in statuses), sorted(set(statuses))
+    with reading(runtime.engine) as conn:
+        stored = conn.execute(select(events.c.id, func.count()).group_by(events.c.id)).all()
+    assert len(stored) == len(bodies) and all(count == 1 for _, count in stored)
