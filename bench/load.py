@@ -7,8 +7,10 @@ number of open chats stays constant. Events of one chat are spread across the in
 or time budget is spent, every open chat is ended, the outbox is drained and every chat is checked to
 have exactly one Task (GET /api/crm/Task?CallObject=sms-chat-<id>).
 
-Reports events/s, p50/p99 latency (client-side, request sent to response read), errors, and the CPU time
-the servers (connector processes and PostgreSQL) spent per event. Loopback only; bounded in count and time.
+Reports events/s, p50/p99 latency (client-side, request sent to response read), errors, the CPU time the
+servers (connector processes and PostgreSQL) spent per event, and `calibration_ms`: the time a fixed piece
+of Python work takes in the client just before the run. The machine's speed varies (a shared host), so
+runs are comparable only at similar calibration. Loopback only; bounded in count and time.
 
     python bench/load.py --db sqlite --instances 1
     python bench/load.py --matrix            # the table in BENCHMARKS.md
@@ -234,6 +236,22 @@ def tree(pid: int) -> list[int]:
     return found
 
 
+def calibration_ms() -> float:
+    """Milliseconds for a fixed piece of JSON, hashing and interpreter work: the machine's speed now."""
+    import hashlib
+
+    document = {"id": "evt", "data": {"chat": {"id": "c1"}, "message": {"text": "x" * 200}}}
+    best = float("inf")
+    for _ in range(5):
+        begin = time.process_time()
+        for n in range(2000):
+            text = json.dumps({**document, "n": n}, sort_keys=True)
+            hashlib.sha256(text.encode()).hexdigest()
+            json.loads(text)
+        best = min(best, time.process_time() - begin)
+    return round(best * 1000, 1)
+
+
 def run_one(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="crmconnector-load-"))
     pg = None
@@ -251,6 +269,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         clients = max(1, min(args.clients, args.chats // 2))  # each client needs a chat that is not busy
         run = Run([i.port for i in instances], args.chats, clients, args.messages, args.events, args.seconds)
         asyncio.run(run.warm_up())
+        speed = calibration_ms()
 
         def connector_pids() -> list[int]:
             return [p for i in instances for p in tree(i.process.pid)]  # type: ignore[union-attr]
@@ -270,6 +289,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         tally = asyncio.run(verify(instances[0].port, run.started_chats, args.clients))
         lat = sorted(run.latencies)
         return {"db": args.db, "instances": args.instances, "workers": args.workers, "chats": args.chats,
+                "calibration_ms": speed,
                 "clients": clients, "events": run.sent, "seconds": round(wall, 2),
                 "events_per_s": round(run.sent / wall, 1), "p50_ms": round(lat[len(lat) // 2] * 1000, 1),
                 "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 1), "errors": run.errors,
@@ -288,7 +308,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--instances", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=1, help="processes per instance (gunicorn)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes per instance")
     parser.add_argument("--threads", type=int, default=16, help="request threads per process")
     parser.add_argument("--chats", type=int, default=100, help="concurrent open chats")
     parser.add_argument("--clients", type=int, default=32, help="concurrent client connections")

@@ -39,5 +39,5 @@ def configure(level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Libraries' start-up chatter (migration plugins, scheduler set-up) would bury the welcome lines.
-    for noisy in ("waitress", "alembic", "apscheduler"):
+    for noisy in ("alembic", "apscheduler"):
         logging.getLogger(noisy).setLevel(level if level <= logging.DEBUG else logging.WARNING)
