@@ -5,6 +5,8 @@ upgrade keeps an installation's data.
 """
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 from datetime import datetime, timezone
@@ -227,17 +229,45 @@ crm_blobs = Table(
 SQLITE_BUSY_SECONDS = 30
 
 
+class _WriteLock:
+    """Queues one engine's writers: a thread lock within this process and, for a database file, an
+    flock on `<file>.writer-lock` across processes. Waiters sleep until the kernel hands the lock
+    over, instead of polling SQLite's busy handler (which sleeps up to 100 ms between tries)."""
+
+    def __init__(self, path: str | None):
+        self._threads = threading.Lock()
+        self._path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        # Bounded within the process: a thread that nests a second write transaction gets SQLite's
+        # "database is locked" after the busy timeout, as it would without this lock.
+        if not self._threads.acquire(timeout=SQLITE_BUSY_SECONDS):
+            return False
+        if self._path is not None:
+            try:
+                if self._fd is None:  # opened here, in the process that writes (never across a fork)
+                    self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except OSError:  # e.g. a read-only folder: SQLite's own lock still keeps writers apart
+                self._path = None
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None and self._path is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._threads.release()
+
+
 class _SerializedWrites(sqlite3.Connection):
     """A SQLite connection whose write transactions hold the engine's `write_lock` from BEGIN
-    IMMEDIATE to COMMIT or ROLLBACK. Other processes still meet SQLite's own lock and busy timeout."""
+    IMMEDIATE to COMMIT or ROLLBACK."""
 
-    write_lock: threading.Lock
+    write_lock: _WriteLock
     _holding = False
 
     def hold_write_lock(self) -> None:
-        # Bounded: a writer that nests a second write transaction gets SQLite's "database is locked"
-        # after the busy timeout, as it would without this lock, rather than waiting forever.
-        self._holding = self.write_lock.acquire(timeout=SQLITE_BUSY_SECONDS)
+        self._holding = self.write_lock.acquire()
 
     def release_write_lock(self) -> None:
         if self._holding:
@@ -267,11 +297,13 @@ def make_engine(database_url: str) -> Engine:
     """An engine with the settings each database needs for several threads (and processes)."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        # One lock per engine for this process's writers: they queue on it and are handed the database
-        # in turn, instead of polling SQLite's busy handler (which sleeps up to 100 ms between tries).
-        factory = type("SerializedWrites", (_SerializedWrites,), {"write_lock": threading.Lock()})
+        on_disk = bool(url.database) and url.database != ":memory:"
+        if on_disk:
+            Path(str(url.database)).parent.mkdir(parents=True, exist_ok=True)
+        # Writers queue on one lock per engine (and per database file across processes), and are
+        # handed the database in turn.
+        write_lock = _WriteLock(f"{url.database}.writer-lock" if on_disk else None)
+        factory = type("SerializedWrites", (_SerializedWrites,), {"write_lock": write_lock})
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS,
                                                   "factory": factory})
 
