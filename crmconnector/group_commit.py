@@ -27,6 +27,10 @@ Work = Callable[[Connection], Any]
 _Job = tuple[Work, "Future[Any]"]
 
 
+class WriterClosed(Exception):
+    """Work handed over after `close()`: nothing was written."""
+
+
 class GroupCommitter:
     """Runs work in shared write transactions on one thread; `on_commit` gets what each commit must wake."""
 
@@ -36,6 +40,7 @@ class GroupCommitter:
         self.on_commit = on_commit
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._closed = False
         # SQLite has one writer at a time anyway; on PostgreSQL a second writer sends its batch while the
         # first waits for the server's answers.
         count = writers or (1 if engine.dialect.name == "sqlite" else 2)
@@ -45,7 +50,9 @@ class GroupCommitter:
 
     def run(self, work: Work) -> Any:
         """`work(conn)` inside a write transaction; its result once committed, or what it (or the
-        commit) raised."""
+        commit) raised. WriterClosed once the process is shutting down."""
+        if self._closed:
+            raise WriterClosed("the connector is shutting down")
         future: Future[Any] = Future()
         self._queue.put((work, future))
         return future.result()
@@ -54,6 +61,7 @@ class GroupCommitter:
         return self._queue.qsize()
 
     def close(self) -> None:
+        self._closed = True
         for _ in self._threads:
             self._queue.put(None)
         for thread in self._threads:
@@ -63,6 +71,7 @@ class GroupCommitter:
         while True:
             first = self._queue.get()
             if first is None:
+                self._refuse_the_rest()
                 return
             batch = [first]
             while len(batch) < self.max_batch:
@@ -75,6 +84,21 @@ class GroupCommitter:
                     break
                 batch.append(job)
             self._commit(batch)
+
+    def _refuse_the_rest(self) -> None:
+        """Work that raced with `close()`: its callers get WriterClosed instead of waiting forever."""
+        stops = 0
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                stops += 1  # another writer's: given back below
+            else:
+                job[1].set_exception(WriterClosed("the connector is shutting down"))
+        for _ in range(stops):
+            self._queue.put(None)
 
     def _commit(self, batch: list[_Job]) -> None:
         if len(batch) > 1:

@@ -20,7 +20,7 @@ from crmconnector.crm.base import CRMBackend
 from crmconnector.events import Envelope, EventError, parse_data, parse_envelope
 from crmconnector.metrics import EVENT_SECONDS, EVENTS
 from crmconnector.settings import Settings
-from crmconnector.group_commit import GroupCommitter
+from crmconnector.group_commit import GroupCommitter, WriterClosed
 from crmconnector.store import events, insert_if_new, reading, utcnow
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,8 @@ class Intake:
                 continue
             except OperationalError as exc:
                 raise StoreUnavailable(str(exc.orig)) from exc
+            except WriterClosed as exc:
+                raise StoreUnavailable(str(exc)) from exc
             return replace(outcome, event_type=label)
         raise StoreUnavailable("the event could be neither stored nor found; retry")
 

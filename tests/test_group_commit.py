@@ -159,3 +159,16 @@ def test_concurrent_events_of_the_same_chats_are_each_stored_once(app, runtime):
     with reading(runtime.engine) as conn:
         stored = conn.execute(select(events.c.id, func.count()).group_by(events.c.id)).all()
     assert len(stored) == len(bodies) and all(count == 1 for _, count in stored)
+
+
+def test_a_callback_after_shutdown_is_a_503_and_stores_nothing(client, runtime):
+    runtime.intake.close()
+    body = json.dumps({"id": "evt_late", "type": "chat.message", "occurred_at": "2026-11-21T17:03:11Z",
+                       "data": {"chat": {"id": "c-late"}, "message": {
+                           "id": "m1", "sender": "consumer", "text": "hi", "sent_at": "2026-11-21T17:03:11Z"}}}
+                      ).encode()
+    response = client.post("/callbacks/events", data=body, headers=signed_headers(body))
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    with reading(runtime.engine) as conn:
+        assert conn.execute(select(func.count()).select_from(events)).scalar() == 0
