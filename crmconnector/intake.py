@@ -80,7 +80,8 @@ def body_hash(document: Any) -> str:
 class Intake:
     def __init__(self, context: EventContext):
         self.context = context
-        # Every accepted event is written by this one writer thread, several per transaction under load.
+        # Accepted events are written by the group committer's writer thread(s), several per transaction
+        # under load.
         self.writer = GroupCommitter(context.engine, self._wake)
         from crmconnector import abandoned_intake, chat_events, chats  # noqa: F401  (register handlers)
 

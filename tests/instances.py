@@ -42,6 +42,8 @@ class Instance:
         self.folder.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "crmconnector.cli", "serve", "--threads", str(self.threads)]
         if self.workers > 1:
+            # -v: granian then logs "Started worker-N", which wait_ready waits for.
+            command[3:3] = ["-v"]
             command += ["--workers", str(self.workers)]
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(command, cwd=self.folder, env=self.environment(), stdout=log,
@@ -56,12 +58,20 @@ class Instance:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"instance on port {self.port} exited: {self.log_tail()}")
             try:
-                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200 and self._workers_started():
                     return
             except requests.RequestException:
                 pass
             time.sleep(0.1)
         raise TimeoutError(f"instance on port {self.port} not ready: {self.log_tail()}")
+
+    def _workers_started(self) -> bool:
+        """Every worker has loaded the app (the first one alone already answers): granian 2.8 can miss a
+        stop that arrives while a worker is still starting."""
+        if self.workers <= 1:
+            return True
+        log = self.log_tail(10_000)
+        return all(f"Started worker-{n}" in log for n in range(1, self.workers + 1))
 
     def signal(self, sig: int) -> None:
         """Send `sig` to the server (and, for SIGKILL, to its whole process group: its worker processes too)."""

@@ -169,6 +169,11 @@ def test_a_plain_granian_command_line_serves_the_app_and_stops_cleanly(tmp_path:
                                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
         instance.wait_ready(90)
+        # Both workers up before the stop: granian 2.8 can miss a stop that arrives while a worker is
+        # still starting (the first worker alone already answers /readyz).
+        deadline = time.monotonic() + LIMIT_SECONDS
+        while "Started worker-2" not in instance.log_tail(1000) and time.monotonic() < deadline:
+            time.sleep(0.1)
         cookie = console_cookie(instance)
         stream = Stream(instance.port, cookie)
         try:

@@ -79,7 +79,7 @@ def _candidates_for(postgres: bool, limit: int) -> Any:
             statement = _CANDIDATES.limit(limit).with_for_update(skip_locked=True, of=outbox)
         else:
             statement = _CANDIDATES.limit(limit * 4)
-        statement = _candidates[(postgres, limit)] = statement
+        _candidates[(postgres, limit)] = statement
     return statement
 
 
