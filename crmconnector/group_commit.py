@@ -32,7 +32,8 @@ class WriterClosed(Exception):
 
 
 class GroupCommitter:
-    """Runs work in shared write transactions on one thread; `on_commit` gets what each commit must wake."""
+    """Runs work in shared write transactions on its writer threads; `on_commit` gets what each commit
+    must wake."""
 
     def __init__(self, engine: Engine, on_commit: Callable[[set[str]], None], max_batch: int = MAX_BATCH,
                  writers: int | None = None):
