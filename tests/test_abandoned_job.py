@@ -267,3 +267,29 @@ def test_a_stopping_server_ends_the_run_between_batches(platform, runtime, crm):
     result = _run(runtime, batch_size=2, should_stop=lambda: batches.append(1) or len(batches) > 1)
     assert result.created == 2 and result.left == 2 and result.error is None
     assert _run(runtime, batch_size=2).created == 2  # the next run takes the rest
+
+
+def test_a_row_the_crm_asks_to_try_again_stays_new_and_the_next_run_creates_it(platform, runtime, crm,
+                                                                             monkeypatch):
+    from crmconnector.crm.base import CreateResult
+
+    post_call(platform, "c1")
+    post_call(platform, "c2", "+14155550177")
+    real = crm.create_many
+    locked = {"first": True}
+
+    def one_row_locked(object_name, rows):
+        results = real(object_name, rows[:1])
+        if locked.pop("first", False):
+            return results + [CreateResult(error="UNABLE_TO_LOCK_ROW: unable to obtain exclusive access",
+                                           retryable=True)]
+        return results + real(object_name, rows[1:])
+    monkeypatch.setattr(runtime.crm, "create_many", one_row_locked)
+    first = _run(runtime)
+    assert (first.created, len(first.rejected), len(first.retried), first.failed) == (1, 0, 1, 1)
+    assert "try again" in first.summary()
+    statuses = {call_id: call["status"] for call_id, call in _calls(runtime).items()}
+    assert sorted(statuses.values()) == ["new", "ticketed"]
+    second = _run(runtime)
+    assert (second.created, second.failed) == (1, 0)
+    assert len(_cases(crm)) == 2

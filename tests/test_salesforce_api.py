@@ -199,6 +199,20 @@ def test_create_many_uses_collections_of_200_and_reports_row_errors(rsps: respon
     assert results[3].id is None
     assert results[3].error == "REQUIRED_FIELD_MISSING: Required fields are missing: [Status] (fields: Status)"
     assert results[0].id == "500000000000000AAA" and results[249].id == "500000000100049AAA"
+    assert not results[3].retryable
+
+
+def test_a_row_that_was_locked_is_reported_as_worth_trying_again(rsps: responses.RequestsMock,
+                                                                  crm: SalesforceCRM) -> None:
+    rows = [{"Subject": "Abandoned call a", "Origin": "Phone"}, {"Subject": "Abandoned call b", "Origin": "Phone"}]
+    rsps.add(responses.POST, f"{DATA}/composite/sobjects", json=[
+        {"id": "500000000000001AAA", "success": True, "errors": []},
+        {"success": False, "errors": [{"statusCode": "UNABLE_TO_LOCK_ROW",
+                                       "message": "unable to obtain exclusive access to this record", "fields": []}]}])
+    first, second = crm.create_many("Case", rows)
+    assert (first.id, first.retryable) == ("500000000000001AAA", False)
+    assert second.id is None and second.retryable
+    assert second.error is not None and "UNABLE_TO_LOCK_ROW" in second.error
 
 
 # -- error mapping ---------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ class CreateResult:
 
     id: str | None = None
     error: str | None = None
+    retryable: bool = False  # the CRM asked to try the row again later (e.g. UNABLE_TO_LOCK_ROW)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from simple_salesforce.format import format_soql
 
 from crmconnector.crm import sosl
 from crmconnector.crm.base import CheckLine, CreateResult, FileUpload, Record, UpsertResult
-from crmconnector.crm.errors import CRMNotFound, CRMRejected
+from crmconnector.crm.errors import CRMNotFound, CRMRejected, RetryableCRMError
 from crmconnector.crm.objects import OBJECTS, display_name
 from crmconnector.crm.sf_checks import check_org
 from crmconnector.crm.sf_files import upsert_with_files
@@ -193,7 +193,8 @@ class SalesforceCRM:
                 if item.get("success"):
                     results.append(CreateResult(id=str(item["id"])))
                 else:
-                    results.append(CreateResult(error=str(translate(400, item.get("errors") or []))))
+                    error = translate(400, item.get("errors") or [])
+                    results.append(CreateResult(error=str(error), retryable=isinstance(error, RetryableCRMError)))
         return results
 
     def upsert_with_files(self, object_name: str, key_field: str, fields: Mapping[str, Any],

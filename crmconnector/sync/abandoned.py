@@ -54,6 +54,8 @@ class JobResult:
     existing: int = 0  # Cases an interrupted earlier run had created, now recorded
     skipped: int = 0  # calls that do not qualify under the mode
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (call id, CRM error)
+    retried: list[tuple[str, str]] = field(default_factory=list)  # (call id, error): rows the CRM asked to
+    #   try again (a locked row); they stay new and the next run takes them
     left: int = 0  # qualifying calls still waiting (the CRM failed; the next run takes them)
     error: str | None = None  # why the run stopped early
     busy: bool = False  # another runner holds the lease: this one did nothing
@@ -61,7 +63,7 @@ class JobResult:
     @property
     def failed(self) -> int:
         """Calls that did not get their Case in this run (rejected, or left for the next run)."""
-        return len(self.rejected) + (self.left if self.error else 0)
+        return len(self.rejected) + (self.left if self.error else len(self.retried))
 
     def summary(self) -> str:
         if self.busy:
@@ -75,6 +77,9 @@ class JobResult:
         lines += [f"  call {call_id}: {error}" for call_id, error in self.rejected[:50]]
         if len(self.rejected) > 50:
             lines.append(f"  ... and {len(self.rejected) - 50} more")
+        if self.retried:
+            lines.append(f"{len(self.retried)} call(s) the CRM asked to try again wait for the next run "
+                         f"(first: {self.retried[0][1]})")
         if self.error:
             lines.append(f"stopped early: {self.error}; {self.left} call(s) wait for the next run")
         return "\n".join(lines)
@@ -253,6 +258,8 @@ class _Batch:
         for call, outcome in zip(calls, results):
             if outcome.id:
                 self._record_case(call["id"], outcome.id, created=True)
+            elif outcome.retryable:
+                self.result.retried.append((call["id"], outcome.error or "try again later"))
             else:
                 self._record_failure(call["id"], outcome.error or "rejected by the CRM")
 
