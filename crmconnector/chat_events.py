@@ -17,7 +17,7 @@ from crmconnector import console, optout
 from crmconnector.chatstate import load_assignments
 from crmconnector.events import ChatAssigned, ChatEnded, ChatMessage, ChatTransferred, Envelope
 from crmconnector.intake import EventContext, Outcome, handles
-from crmconnector.store import chat_activity, chat_media, chat_messages, chats, insert_if_new, utcnow
+from crmconnector.store import chat_activity, chat_media, chat_messages, chats, insert_if_new, update_chat, utcnow
 from crmconnector.sync.outbox import enqueue, queue_chat_log
 
 
@@ -30,7 +30,6 @@ def _person(person: BaseModel | None) -> dict[str, Any] | None:
 _CHAT = select(chats.c.id, chats.c.agent_email, chats.c.ended_at, chats.c.crm_status).where(
     chats.c.id == bindparam("chat"))
 _NEW_CHAT = chats.insert()
-_UPDATE_CHAT = chats.update().where(chats.c.id == bindparam("chat"))  # SET what the parameters name
 
 
 def _chat_row(conn: Connection, chat_id: str) -> dict[str, Any]:
@@ -57,7 +56,7 @@ def _refresh_agent(conn: Connection, chat: dict[str, Any]) -> str | None:
     first = [a for a in assignments if a.source == "assigned"] or assignments
     values = {"agent_id": current.get("id"), "agent_email": (current.get("email") or "").lower() or None,
               "agent_name": current.get("name"), "assigned_at": first[0].at, "updated_at": utcnow()}
-    conn.execute(_UPDATE_CHAT, {"chat": chat["id"], **values})
+    update_chat(conn, chat["id"], values)
     previous = chat.get("agent_email")
     chat.update(values)
     return previous if previous != values["agent_email"] else None
@@ -137,7 +136,7 @@ def apply_ended(context: EventContext, conn: Connection, envelope: Envelope, dat
     if chat.get("ended_at") is None or ended.ended_at >= chat["ended_at"]:
         values = {"ended_at": ended.ended_at, "disconnected_by": ended.disconnected_by,
                   "disposition": ended.disposition, "updated_at": utcnow()}
-        conn.execute(_UPDATE_CHAT, {"chat": chat["id"], **values})
+        update_chat(conn, chat["id"], values)
         chat.update(values)
     _after_ended(conn, chat)
     _publish(conn, chat, "ended")

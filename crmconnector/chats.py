@@ -21,7 +21,7 @@ from crmconnector.preferences import pop_settings
 from crmconnector.screenpop import PopSettings, ScreenPop, decide
 from crmconnector.screenpop.decide import Links, record_pop
 from crmconnector.settings import Settings
-from crmconnector.store import chats, utcnow
+from crmconnector.store import chats, update_chat, utcnow
 from crmconnector.sync.outbox import enqueue, queue_chat_log
 
 
@@ -96,7 +96,6 @@ def _linked_json(record: Record | None) -> dict[str, str] | None:
 # Built once (building statements per event cost more than running them).
 _EXISTING = select(chats.c.linked_id, chats.c.ended_at, chats.c.agent_email).where(chats.c.id == bindparam("chat"))
 _NEW_CHAT = chats.insert()
-_UPDATE_CHAT = chats.update().where(chats.c.id == bindparam("chat"))  # SET what the parameters name
 
 
 @handles("chat.started", prepare=_prepare)
@@ -130,7 +129,7 @@ def apply_started(context: EventContext, conn: Connection, envelope: Envelope, d
         if existing["linked_id"]:  # an agent already chose a record: keep their choice
             for column in link_values(None):
                 values.pop(column, None)
-        conn.execute(_UPDATE_CHAT, {"chat": chat.id, **values})
+        update_chat(conn, chat.id, values)
     if prepared is None:
         enqueue(conn, "match", chat.id)
     if existing is not None and existing["ended_at"] is not None:

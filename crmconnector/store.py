@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (JSON, Boolean, Column, Connection, DateTime, Engine, ForeignKey, Index, Integer, LargeBinary,
-                        MetaData, String, Table, Text, create_engine, event)
+                        MetaData, String, Table, Text, bindparam, create_engine, event)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeDecorator
@@ -354,6 +354,14 @@ def insert_if_new(conn: Connection, table: Table, values: dict[str, Any]) -> boo
         statement = _IF_NEW[key] = (dialect.insert(table).on_conflict_do_nothing()
                                     .returning(*table.primary_key.columns))
     return conn.execute(statement, values).first() is not None
+
+
+_UPDATE_CHAT = chats.update().where(chats.c.id == bindparam("chat"))  # built once; SETs what is passed
+
+
+def update_chat(conn: Connection, chat_id: str, values: dict[str, Any]) -> None:
+    """Set these columns of one chat row, in the caller's transaction."""
+    conn.execute(_UPDATE_CHAT, {"chat": chat_id, **values})
 
 
 _WAKEUPS = "crmconnector.wakeups"

@@ -7,14 +7,13 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select
 
 from crmconnector import console
-from crmconnector.store import chats, outbox, utcnow, wake_after_commit
+from crmconnector.store import chats, outbox, update_chat, utcnow, wake_after_commit
 
 
 _PENDING = select(outbox.c.id).where(outbox.c.kind == bindparam("kind"), outbox.c.key == bindparam("key"),
                                      outbox.c.status == "pending")
 _INSERT = outbox.insert()
 _CHAT_STATUS = select(chats.c.crm_status, chats.c.agent_email).where(chats.c.id == bindparam("chat"))
-_UPDATE_CHAT = chats.update().where(chats.c.id == bindparam("chat"))  # SET what the parameters name
 
 
 def enqueue(conn: Connection, kind: str, key: str, due_at: datetime | None = None) -> None:
@@ -39,9 +38,9 @@ def set_crm_status(conn: Connection, chat_id: str, status: str, *, task_id: str 
     row = conn.execute(_CHAT_STATUS, {"chat": chat_id}).first()
     if row is None:
         return
-    values: dict[str, Any] = {"chat": chat_id, "crm_status": status, "crm_error": error, "updated_at": utcnow()}
+    values: dict[str, Any] = {"crm_status": status, "crm_error": error, "updated_at": utcnow()}
     if task_id:
         values["task_id"] = task_id
-    conn.execute(_UPDATE_CHAT, values)
+    update_chat(conn, chat_id, values)
     if row.crm_status != status and row.agent_email:
         console.publish(conn, row.agent_email, chat_id, "status", {"chat_id": chat_id})

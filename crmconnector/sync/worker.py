@@ -112,18 +112,21 @@ def _lock_key(conn: Connection, kind: str, key: str) -> bool:
                              {"k": f"outbox:{kind}:{key}"}).scalar())
 
 
-def _mine(item: Item) -> Any:
-    return and_(outbox.c.id == item.id, outbox.c.claimed_by == item.token, outbox.c.status == "running")
+_HELD_BY = outbox.update().where(outbox.c.id == bindparam("item"), outbox.c.claimed_by == bindparam("token"),
+                                 outbox.c.status == "running")  # SET what the parameters name
 
 
-_FINISH = outbox.update().where(outbox.c.id == bindparam("item"), outbox.c.claimed_by == bindparam("token"),
-                                outbox.c.status == "running")  # SET what the parameters name
+def release(conn: Connection, item: Item, **values: Any) -> bool:
+    """Let go of the item with these column values, in the caller's transaction, only if this claim
+    still holds it; True when it did."""
+    result = conn.execute(_HELD_BY, {"item": item.id, "token": item.token, "claimed_by": None,
+                                     "claimed_until": None, "updated_at": utcnow(), **values})
+    return bool(result.rowcount)
 
 
 def finish_done(conn: Connection, item: Item, note: str | None = None) -> None:
     """Mark the item done, in the caller's transaction (only if this claim still holds it)."""
-    conn.execute(_FINISH, {"item": item.id, "token": item.token, "status": "done", "claimed_by": None,
-                           "claimed_until": None, "last_error": note, "updated_at": utcnow()})
+    release(conn, item, status="done", last_error=note)
 
 
 class Worker:
@@ -209,9 +212,7 @@ class Worker:
             else:
                 due = self.clock() + timedelta(seconds=self.policy.delay(item.attempts, exc))
                 values = {"status": "pending", "due_at": due}
-            result = conn.execute(outbox.update().where(_mine(item)).values(
-                claimed_by=None, claimed_until=None, last_error=message[:4000], updated_at=utcnow(), **values))
-            if final and result.rowcount and item.kind == "chat_log":
+            if release(conn, item, last_error=message[:4000], **values) and final and item.kind == "chat_log":
                 set_crm_status(conn, item.key, "failed", error=message[:4000])
         OUTBOX_DONE.labels(item.kind, "failed" if final else "retry").inc()
         if final:
