@@ -49,7 +49,12 @@ def build_app(settings: Settings | None = None) -> Any:
     # Granian's workers are multiprocessing children: they leave without running atexit hooks, but they
     # do run multiprocessing's exit finalizers, which an ordinary interpreter exit (gunicorn) runs too.
     Finalize(None, runtime.close, exitpriority=10)
-    on_stop_signal(app.extensions[CLOSING].set)
+    closing = app.extensions[CLOSING]
+
+    def end_streams() -> None:
+        closing.set()
+        runtime.wakeup.notify()  # streams waiting for updates look at `closing` now, not at their next poll
+    on_stop_signal(end_streams)
     return app
 
 
