@@ -366,8 +366,10 @@ def _statement(kind: str, object_name: str, field: str = "") -> Any:
                 table.c.FirstPublishLocationId == bindparam("parent"))
         elif kind == "insert":
             statement = table.insert()  # the columns are those the parameters name
-        else:  # exists
+        elif kind == "exists":
             statement = select(table.c.Id).where(table.c.Id == bindparam("id"))
+        else:
+            raise ValueError(f"no statement {kind!r}")
         _STATEMENTS[key] = statement
     return statement
 
