@@ -172,3 +172,25 @@ def test_a_callback_after_shutdown_is_a_503_and_stores_nothing(client, runtime):
     assert response.headers["Retry-After"] == "5"
     with reading(runtime.engine) as conn:
         assert conn.execute(select(func.count()).select_from(events)).scalar() == 0
+
+
+def test_the_outbox_worker_claims_and_finishes_in_the_intake_writers_transactions(platform, runtime):
+    """In the server the worker writes through the group committer: while the writer is busy its claim
+    waits in the same queue as the callbacks, and the chat's Task is posted once the writer is free."""
+    from crmconnector.sync.worker import Worker
+
+    platform.start_chat("c-shared")
+    assert platform.post("chat.ended", {"chat": {"id": "c-shared", "ended_at": "2026-11-21T17:09:00Z",
+                                                 "disconnected_by": "consumer"}}).status_code == 202
+    worker = Worker.for_runtime(runtime)
+    release, holder = _hold(runtime.intake.writer)
+    processed: list[int] = []
+    drain = threading.Thread(target=lambda: processed.append(worker.run_once()))
+    drain.start()
+    _wait_for(lambda: runtime.intake.writer.queued() == 1)  # the claim, queued behind the held batch
+    assert processed == []
+    release.set()
+    for thread in (holder, drain):
+        thread.join(10)
+    assert processed == [1]
+    assert [t.fields["CallObject"] for t in runtime.crm.query("Task", {})] == ["sms-chat-c-shared"]

@@ -46,13 +46,15 @@ def chat_log(worker: "Worker", item: Item) -> None:
     media = gather_media(state, worker.fetch_media)
     task = render(state, contact_account_id=account_id, media=media)
     result = worker.crm.upsert_with_files("Task", "CallObject", task.fields, task.files)
-    with worker.engine.begin() as conn:
+    retry_at = media_retry_at(media, chat.get("ended_at"), worker.clock())
+
+    def record(conn: Any) -> None:
         _record_media(conn, state.id, media, result.file_ids)
         set_crm_status(conn, state.id, "posted", task_id=result.id)
-        retry_at = media_retry_at(media, chat.get("ended_at"), worker.clock())
         if retry_at is not None:
             enqueue(conn, "chat_log", state.id, due_at=retry_at)
         finish_done(conn, item)
+    worker.write(record)
     worker.notify()
     raise Done
 
@@ -94,7 +96,8 @@ def match(worker: "Worker", item: Item) -> None:
     matched = match_and_pop(worker.crm, worker.settings, pop_settings(worker.engine), item.key, number)
     records = [matched_record_json(r, number, worker.crm, worker.settings.default_region)
                for r in matched.match.records]
-    with worker.engine.begin() as conn:
+
+    def record(conn: Any) -> None:
         current = conn.execute(select(chats).where(chats.c.id == item.key)).mappings().one()
         values: dict[str, Any] = {"match_outcome": matched.match.outcome, "match_records": records,
                                   "screen_pop": matched.pop.as_json(), "updated_at": utcnow()}
@@ -109,6 +112,7 @@ def match(worker: "Worker", item: Item) -> None:
         if optout.has_keyword(conn, item.key):
             enqueue(conn, "opt_out", item.key)
         finish_done(conn, item)
+    worker.write(record)
     worker.notify()
     raise Done
 
@@ -130,8 +134,7 @@ def opt_out(worker: "Worker", item: Item) -> None:
 
 
 def _finish(worker: "Worker", item: Item, note: str | None = None) -> None:
-    with worker.engine.begin() as conn:
-        finish_done(conn, item, note)
+    worker.write(lambda conn: finish_done(conn, item, note))
     raise Done
 
 

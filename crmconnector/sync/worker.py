@@ -136,7 +136,8 @@ class Worker:
                  name: str | None = None, policy: RetryPolicy = DEFAULT_POLICY,
                  lease_seconds: float = LEASE_SECONDS, clock: Callable[[], datetime] = utcnow,
                  fetch_media: MediaFetcher | None = None, notify: Callable[[], None] | None = None,
-                 wait: Callable[[float], bool] | None = None, wake: Callable[[], None] | None = None):
+                 wait: Callable[[float], bool] | None = None, wake: Callable[[], None] | None = None,
+                 write: Callable[[Callable[[Connection], Any]], Any] | None = None):
         from crmconnector.sync import handlers
 
         self.engine, self.crm, self.settings = engine, crm, settings
@@ -150,11 +151,23 @@ class Worker:
         self._wake = wake or self.notify  # ends one thread's wait
         self._threads: list[threading.Thread] = []
         self._probe = threading.Lock()
+        # Runs a write transaction: in the server, the intake's group committer, so that claims and
+        # finishes share the callbacks' transactions instead of queuing for the write lock on their own.
+        self._write = write
+
+    def write(self, work: Callable[[Connection], Any]) -> Any:
+        """`work(conn)` in a write transaction (possibly shared with other work); its result once
+        committed. `work` may run again after a rollback, so it only touches the database."""
+        if self._write is not None:
+            return self._write(work)
+        with self.engine.begin() as conn:
+            return work(conn)
 
     @classmethod
     def for_runtime(cls, runtime: "Runtime", **options: Any) -> "Worker":
         return cls(runtime.engine, runtime.crm, runtime.settings, notify=runtime.wakeup.notify,
-                   wait=runtime.outbox_signal.wait, wake=runtime.outbox_signal.notify, **options)
+                   wait=runtime.outbox_signal.wait, wake=runtime.outbox_signal.notify,
+                   write=runtime.intake.writer.run, **options)
 
     # -- one pass --------------------------------------------------------------------------------
 
@@ -165,8 +178,8 @@ class Worker:
             with reading(self.engine) as conn:
                 if not conn.execute(_ANY_DUE, {"now": now}).first():
                     return []
-        with self.engine.begin() as conn:
-            return claim_due(conn, token, now, now + timedelta(seconds=self.lease_seconds), limit)
+        lease_until = now + timedelta(seconds=self.lease_seconds)
+        return self.write(lambda conn: claim_due(conn, token, now, lease_until, limit))
 
     def run_once(self, limit: int | None = None, expect_work: bool = False) -> int:
         """Process due items one by one until none is due (or `limit`); return how many were processed.
@@ -194,8 +207,7 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - every failure is recorded on its own item
             self._failed(item, exc)
         else:
-            with self.engine.begin() as conn:
-                finish_done(conn, item)
+            self.write(lambda conn: finish_done(conn, item))
             OUTBOX_DONE.labels(item.kind, "done").inc()
 
     def _failed(self, item: Item, exc: Exception) -> None:
@@ -206,14 +218,16 @@ class Worker:
             log.error("outbox item %s (%s) failed unexpectedly", item.id, item.kind, exc_info=exc)
             message = f"{type(exc).__name__}: {message}"
         final = self.policy.is_final(exc)
-        with self.engine.begin() as conn:
-            if final:
-                values: dict[str, Any] = {"status": "failed"}
-            else:
-                due = self.clock() + timedelta(seconds=self.policy.delay(item.attempts, exc))
-                values = {"status": "pending", "due_at": due}
+        if final:
+            values: dict[str, Any] = {"status": "failed"}
+        else:
+            due = self.clock() + timedelta(seconds=self.policy.delay(item.attempts, exc))
+            values = {"status": "pending", "due_at": due}
+
+        def record(conn: Connection) -> None:
             if release(conn, item, last_error=message[:4000], **values) and final and item.kind == "chat_log":
                 set_crm_status(conn, item.key, "failed", error=message[:4000])
+        self.write(record)
         OUTBOX_DONE.labels(item.kind, "failed" if final else "retry").inc()
         if final:
             self.notify()
