@@ -15,6 +15,7 @@ from sqlalchemy import Connection, bindparam, select
 
 from crmconnector import console, optout
 from crmconnector.chatstate import load_assignments
+from crmconnector.driver_sql import DriverStatement
 from crmconnector.events import ChatAssigned, ChatEnded, ChatMessage, ChatTransferred, Envelope
 from crmconnector.intake import EventContext, Outcome, handles
 from crmconnector.store import chat_activity, chat_media, chat_messages, chats, insert_if_new, update_chat, utcnow
@@ -27,18 +28,18 @@ def _person(person: BaseModel | None) -> dict[str, Any] | None:
 
 # What the appliers need of a chat (not its match, which is JSON and costs to decode). The hot
 # statements are built once: building them per event cost more than running them.
-_CHAT = select(chats.c.id, chats.c.agent_email, chats.c.ended_at, chats.c.crm_status).where(
-    chats.c.id == bindparam("chat"))
+_CHAT = DriverStatement(select(chats.c.id, chats.c.agent_email, chats.c.ended_at, chats.c.crm_status).where(
+    chats.c.id == bindparam("chat")))
 _NEW_CHAT = chats.insert()
 
 
 def _chat_row(conn: Connection, chat_id: str) -> dict[str, Any]:
     """The chat's row, created as a placeholder (not started) when this is its first event."""
-    row = conn.execute(_CHAT, {"chat": chat_id}).mappings().first()
+    row = _CHAT.first(conn, {"chat": chat_id})
     if row is None:
         conn.execute(_NEW_CHAT, {"id": chat_id, "started": False, "updated_at": utcnow()})
         return {"id": chat_id, "agent_email": None, "ended_at": None, "crm_status": None}
-    return dict(row)
+    return row
 
 
 def _record_activity(conn: Connection, chat_id: str, event_id: str, kind: str, at: Any, data: dict[str, Any]) -> None:

@@ -19,6 +19,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeDecorator
 
+from crmconnector.driver_sql import DriverStatement
+
 metadata = MetaData()
 
 
@@ -341,7 +343,7 @@ def make_engine(database_url: str) -> Engine:
     return create_engine(url, pool_size=10, max_overflow=20)
 
 
-_IF_NEW: dict[tuple[str, str], Any] = {}
+_IF_NEW: dict[tuple[str, str], DriverStatement] = {}
 
 
 def insert_if_new(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
@@ -351,17 +353,17 @@ def insert_if_new(conn: Connection, table: Table, values: dict[str, Any]) -> boo
     statement = _IF_NEW.get(key)
     if statement is None:
         dialect = postgresql if key[0] == "postgresql" else sqlite
-        statement = _IF_NEW[key] = (dialect.insert(table).on_conflict_do_nothing()
-                                    .returning(*table.primary_key.columns))
-    return conn.execute(statement, values).first() is not None
+        statement = _IF_NEW[key] = DriverStatement(dialect.insert(table).on_conflict_do_nothing()
+                                                   .returning(*table.primary_key.columns))
+    return statement.first(conn, values) is not None
 
 
-_UPDATE_CHAT = chats.update().where(chats.c.id == bindparam("chat"))  # built once; SETs what is passed
+_UPDATE_CHAT = DriverStatement(chats.update().where(chats.c.id == bindparam("chat")))  # SETs what is passed
 
 
 def update_chat(conn: Connection, chat_id: str, values: dict[str, Any]) -> None:
     """Set these columns of one chat row, in the caller's transaction."""
-    conn.execute(_UPDATE_CHAT, {"chat": chat_id, **values})
+    _UPDATE_CHAT.run(conn, {"chat": chat_id, **values})
 
 
 _WAKEUPS = "crmconnector.wakeups"

@@ -1,0 +1,83 @@
+"""Statements run on the driver's cursor store and read exactly what SQLAlchemy's own execution does."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import bindparam, event, select
+
+from crmconnector.driver_sql import DriverStatement
+from crmconnector.store import chats, console_events, make_engine, migrate, reading, utcnow
+
+
+@pytest.fixture
+def engine(database_url):
+    engine = make_engine(database_url)
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+_EVENT = {"agent_email": "agent7@example.com", "chat_id": "c1", "kind": "pop",
+          "payload": {"chat_id": "c1", "note": "naïve \"quoted\"", "n": [1, None]},
+          "created_at": datetime(2026, 11, 21, 17, 3, 11, 250_000, tzinfo=timezone.utc)}
+_COLUMNS = [console_events.c.agent_email, console_events.c.chat_id, console_events.c.kind,
+            console_events.c.payload, console_events.c.created_at]
+
+
+@pytest.mark.both_databases
+def test_a_row_written_on_the_driver_reads_back_like_one_written_by_sqlalchemy(engine):
+    through_sqlalchemy: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: through_sqlalchemy.append(args[2]))
+    with engine.begin() as conn:
+        conn.execute(console_events.insert(), {**_EVENT, "chat_id": "by-sqlalchemy"})
+        assert DriverStatement(console_events.insert()).run(conn, {**_EVENT, "chat_id": "by-driver"}) == 1
+    # Only SQLAlchemy's own insert went through its execution layer.
+    assert len([sql for sql in through_sqlalchemy if sql.startswith("INSERT INTO console_events")]) == 1
+    with reading(engine) as conn:
+        rows = {row.chat_id: row._asdict() for row in conn.execute(select(*_COLUMNS))}
+    assert rows["by-driver"] == {**rows["by-sqlalchemy"], "chat_id": "by-driver"}
+    assert rows["by-driver"]["payload"] == _EVENT["payload"]
+    assert rows["by-driver"]["created_at"] == _EVENT["created_at"]
+
+
+@pytest.mark.both_databases
+def test_first_converts_the_columns_it_reads_and_is_none_without_a_row(engine):
+    statement = DriverStatement(select(*_COLUMNS).where(console_events.c.chat_id == bindparam("chat")))
+    with engine.begin() as conn:
+        conn.execute(console_events.insert(), _EVENT)
+        assert statement.first(conn, {"chat": "c1"}) == _EVENT
+        assert statement.first(conn, {"chat": "no such chat"}) is None
+
+
+@pytest.mark.both_databases
+def test_an_update_sets_the_columns_passed_and_counts_the_rows(engine):
+    statement = DriverStatement(chats.update().where(chats.c.id == bindparam("chat")))
+    with engine.begin() as conn:
+        conn.execute(chats.insert(), {"id": "c1", "started": False, "updated_at": utcnow()})
+        assert statement.run(conn, {"chat": "c1", "agent_email": "a@example.com"}) == 1
+        assert statement.run(conn, {"chat": "c1", "disposition": "Resolved", "agent_email": None}) == 1
+        assert statement.run(conn, {"chat": "missing", "disposition": "Resolved"}) == 0
+        row = conn.execute(select(chats.c.agent_email, chats.c.disposition)).one()
+    assert tuple(row) == (None, "Resolved")
+
+
+def test_a_statement_that_needs_a_python_side_default_runs_through_sqlalchemy(tmp_path):
+    """console_events.created_at has a Python default: left out, SQLAlchemy computes it."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    migrate(engine)
+    values = {key: value for key, value in _EVENT.items() if key != "created_at"}
+    with engine.begin() as conn:
+        assert DriverStatement(console_events.insert()).run(conn, values) == 1  # would fail: NOT NULL
+        created = conn.execute(select(console_events.c.created_at)).scalar()
+    assert created is not None and abs((utcnow() - created).total_seconds()) < 60
+    engine.dispose()
+
+
+def test_a_missing_parameter_is_an_error_as_in_sqlalchemy(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    migrate(engine)
+    statement = DriverStatement(select(chats.c.id).where(chats.c.id == bindparam("chat")))
+    with engine.begin() as conn, pytest.raises(Exception, match="chat"):
+        statement.first(conn, {})
+    engine.dispose()
