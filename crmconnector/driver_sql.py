@@ -10,7 +10,7 @@ that (Python-side column defaults) runs through SQLAlchemy as before.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from sqlalchemy import Connection
 from sqlalchemy.sql import Executable
@@ -41,19 +41,27 @@ class DriverStatement:
 
     def first(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any] | None:
         """Execute; the first row it returns as a dict, or None."""
+        rows = self._rows(conn, params, first=True)
+        return rows[0] if rows else None
+
+    def all(self, conn: Connection, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Execute; every row it returns, as dicts."""
+        return self._rows(conn, params, first=False)
+
+    def _rows(self, conn: Connection, params: dict[str, Any], first: bool) -> list[dict[str, Any]]:
         plan = self._plan(conn, params)
         if plan is None:
-            row = conn.execute(self.statement, params).mappings().first()
-            return dict(row) if row is not None else None
+            result = conn.execute(self.statement, params).mappings()
+            return [dict(row) for row in ([result.first()] if first else result.all()) if row is not None]
         cursor = self._execute(conn, plan, params)
         try:
-            row = cursor.fetchone()
+            raw = [cursor.fetchone()] if first else cursor.fetchall()
+        except conn.dialect.loaded_dbapi.Error as exc:
+            self._raise(conn, exc, plan, params)
         finally:
             cursor.close()
-        if row is None:
-            return None
-        return {name: convert(value) if convert is not None else value
-                for name, convert, value in zip(plan.columns, plan.results, row)}
+        return [{name: convert(value) if convert is not None else value
+                 for name, convert, value in zip(plan.columns, plan.results, row)} for row in raw if row is not None]
 
     def _execute(self, conn: Connection, plan: _Plan, params: dict[str, Any]) -> Any:
         values = plan.compiled.construct_params(params)  # adds the values the statement holds itself
@@ -61,11 +69,19 @@ class DriverStatement:
             if name in values:
                 values[name] = convert(values[name])
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        if plan.positional is None:
-            cursor.execute(plan.compiled.string, values)
-        else:
-            cursor.execute(plan.compiled.string, tuple(values[name] for name in plan.positional))
+        arguments = values if plan.positional is None else tuple(values[name] for name in plan.positional)
+        try:
+            cursor.execute(plan.compiled.string, arguments)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            cursor.close()
+            self._raise(conn, exc, plan, arguments)
         return cursor
+
+    @staticmethod
+    def _raise(conn: Connection, exc: Exception, plan: _Plan, arguments: Any) -> NoReturn:
+        """The driver's error as SQLAlchemy raises it (IntegrityError, OperationalError, ...), and a
+        connection found dead is dropped from the pool, exactly as for SQLAlchemy's own statements."""
+        conn._handle_dbapi_exception(exc, plan.compiled.string, arguments, None, None)
 
     def _plan(self, conn: Connection, params: dict[str, Any]) -> _Plan | None:
         key = (conn.dialect.name, frozenset(params))

@@ -81,3 +81,16 @@ def test_a_missing_parameter_is_an_error_as_in_sqlalchemy(tmp_path):
     with engine.begin() as conn, pytest.raises(Exception, match="chat"):
         statement.first(conn, {})
     engine.dispose()
+
+
+@pytest.mark.both_databases
+def test_a_driver_error_is_raised_as_sqlalchemy_raises_it(engine):
+    """The intake tells a lost race (IntegrityError) from a database away (OperationalError)."""
+    from sqlalchemy.exc import IntegrityError
+
+    statement = DriverStatement(chats.insert())
+    values = {"id": "c1", "started": False, "updated_at": utcnow(), "created_at": utcnow()}
+    with engine.begin() as conn:
+        statement.run(conn, values)
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        statement.run(conn, values)
