@@ -13,6 +13,7 @@ from sqlalchemy import Connection, bindparam, select
 from crmconnector import console
 from crmconnector.crm.base import CRMBackend, Record
 from crmconnector.crm.errors import CRMAuthError, RetryableCRMError
+from crmconnector.driver_sql import DriverStatement
 from crmconnector.events import ChatStarted, Envelope
 from crmconnector.intake import EventContext, Outcome, handles
 from crmconnector.matching import MatchResult, international, match_number, try_normalize
@@ -94,8 +95,9 @@ def _linked_json(record: Record | None) -> dict[str, str] | None:
 
 
 # Built once (building statements per event cost more than running them).
-_EXISTING = select(chats.c.linked_id, chats.c.ended_at, chats.c.agent_email).where(chats.c.id == bindparam("chat"))
-_NEW_CHAT = chats.insert()
+_EXISTING = DriverStatement(select(chats.c.linked_id, chats.c.ended_at, chats.c.agent_email).where(
+    chats.c.id == bindparam("chat")))
+_NEW_CHAT = DriverStatement(chats.insert())
 
 
 @handles("chat.started", prepare=_prepare)
@@ -122,9 +124,9 @@ def apply_started(context: EventContext, conn: Connection, envelope: Envelope, d
         body.update(match={"outcome": prepared.match.outcome, "consumer_number": chat.consumer_number,
                            "records": records},
                     screen_pop=prepared.pop.as_json(), linked_record=_linked_json(linked))
-    existing = conn.execute(_EXISTING, {"chat": chat.id}).mappings().first()
+    existing = _EXISTING.first(conn, {"chat": chat.id})
     if existing is None:
-        conn.execute(_NEW_CHAT, {"id": chat.id, **values})
+        _NEW_CHAT.run(conn, {"id": chat.id, **values})
     else:
         if existing["linked_id"]:  # an agent already chose a record: keep their choice
             for column in link_values(None):

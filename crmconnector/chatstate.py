@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 
 from sqlalchemy import Connection, bindparam, select
 
+from crmconnector.driver_sql import DriverStatement
 from crmconnector.store import chat_activity, chat_media, chat_messages, chats
 
 
@@ -115,33 +116,33 @@ def assignments_from(rows: Sequence[Any]) -> list[Assignment]:
 
 
 # Built once: every chat log and every assignment loads these.
-_CHAT = select(chats).where(chats.c.id == bindparam("chat"))
-_MESSAGES = select(chat_messages).where(chat_messages.c.chat_id == bindparam("chat"))
-_ACTIVITY = select(chat_activity).where(chat_activity.c.chat_id == bindparam("chat"))
-_MEDIA = select(chat_media).where(chat_media.c.chat_id == bindparam("chat"))
+_CHAT = DriverStatement(select(chats).where(chats.c.id == bindparam("chat")))
+_MESSAGES = DriverStatement(select(chat_messages).where(chat_messages.c.chat_id == bindparam("chat")))
+_ACTIVITY = DriverStatement(select(chat_activity).where(chat_activity.c.chat_id == bindparam("chat")))
+_MEDIA = DriverStatement(select(chat_media).where(chat_media.c.chat_id == bindparam("chat")))
 
 
 def load_assignments(conn: Connection, chat_id: str) -> list[Assignment]:
-    return assignments_from(conn.execute(_ACTIVITY, {"chat": chat_id}).mappings().all())
+    return assignments_from(_ACTIVITY.all(conn, {"chat": chat_id}))
 
 
 def load(conn: Connection, chat_id: str) -> ChatState | None:
     """The chat's state as stored now; None when no event of this chat was ever accepted."""
-    chat = conn.execute(_CHAT, {"chat": chat_id}).mappings().first()
+    chat = _CHAT.first(conn, {"chat": chat_id})
     if chat is None:
         return None
-    message_rows = conn.execute(_MESSAGES, {"chat": chat_id}).mappings().all()
+    message_rows = _MESSAGES.all(conn, {"chat": chat_id})
     messages = sorted(
         (MessageState(r["message_id"], r["sender"], r["text"] or "", r["sent_at"], r["agent"], r["media"] or [])
          for r in message_rows),
         key=lambda m: (m.sent_at, natural_key(m.message_id)))
-    activity = conn.execute(_ACTIVITY, {"chat": chat_id}).mappings().all()
+    activity = _ACTIVITY.all(conn, {"chat": chat_id})
     transfers = sorted(
         (TransferStep(r["at"], r["event_id"], r["data"].get("status", ""), r["data"].get("from_agent"),
                       r["data"].get("to_agent"), r["data"].get("to_queue"))
          for r in activity if r["kind"] == "transfer"),
         key=lambda t: (t.at, natural_key(t.event_id)))
-    media_rows = conn.execute(_MEDIA, {"chat": chat_id}).mappings().all()
+    media_rows = _MEDIA.all(conn, {"chat": chat_id})
     media = {(r["message_id"], r["position"]): MediaStatus(r["status"], r["reason"], r["filename"],
                                                            r["content_version_id"]) for r in media_rows}
-    return ChatState(dict(chat), tuple(messages), tuple(assignments_from(activity)), tuple(transfers), media)
+    return ChatState(chat, tuple(messages), tuple(assignments_from(activity)), tuple(transfers), media)

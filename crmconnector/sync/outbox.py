@@ -7,21 +7,22 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select
 
 from crmconnector import console
+from crmconnector.driver_sql import DriverStatement
 from crmconnector.store import chats, outbox, update_chat, utcnow, wake_after_commit
 
 
-_PENDING = select(outbox.c.id).where(outbox.c.kind == bindparam("kind"), outbox.c.key == bindparam("key"),
-                                     outbox.c.status == "pending")
-_INSERT = outbox.insert()
-_CHAT_STATUS = select(chats.c.crm_status, chats.c.agent_email).where(chats.c.id == bindparam("chat"))
+_PENDING = DriverStatement(select(outbox.c.id).where(
+    outbox.c.kind == bindparam("kind"), outbox.c.key == bindparam("key"), outbox.c.status == "pending"))
+_INSERT = DriverStatement(outbox.insert())
+_CHAT_STATUS = DriverStatement(select(chats.c.crm_status, chats.c.agent_email).where(chats.c.id == bindparam("chat")))
 
 
 def enqueue(conn: Connection, kind: str, key: str, due_at: datetime | None = None) -> None:
     """Ask for `kind` work on `key`; one pending item per (kind, key) is enough, since the worker
     renders from current state when it runs."""
-    if conn.execute(_PENDING, {"kind": kind, "key": key}).first() is None:
+    if _PENDING.first(conn, {"kind": kind, "key": key}) is None:
         now = utcnow()
-        conn.execute(_INSERT, {"kind": kind, "key": key, "status": "pending", "attempts": 0,
+        _INSERT.run(conn, {"kind": kind, "key": key, "status": "pending", "attempts": 0,
                                "due_at": due_at or now, "created_at": now, "updated_at": now})
         wake_after_commit(conn, "outbox")
 
@@ -35,12 +36,12 @@ def queue_chat_log(conn: Connection, chat_id: str) -> None:
 def set_crm_status(conn: Connection, chat_id: str, status: str, *, task_id: str | None = None,
                    error: str | None = None) -> None:
     """Record the chat's CRM status and tell its agent's console when it changed."""
-    row = conn.execute(_CHAT_STATUS, {"chat": chat_id}).first()
+    row = _CHAT_STATUS.first(conn, {"chat": chat_id})
     if row is None:
         return
     values: dict[str, Any] = {"crm_status": status, "crm_error": error, "updated_at": utcnow()}
     if task_id:
         values["task_id"] = task_id
     update_chat(conn, chat_id, values)
-    if row.crm_status != status and row.agent_email:
-        console.publish(conn, row.agent_email, chat_id, "status", {"chat_id": chat_id})
+    if row["crm_status"] != status and row["agent_email"]:
+        console.publish(conn, row["agent_email"], chat_id, "status", {"chat_id": chat_id})
