@@ -1,6 +1,9 @@
 """Admin-editable settings kept in the database (screen pops, object order, opt-out field, tickets)."""
 from __future__ import annotations
 
+import threading
+import time
+import weakref
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select
@@ -11,6 +14,13 @@ from crmconnector.store import app_settings, reading, utcnow
 
 POP_KEY = "screen_pop"
 ABANDONED_KEY = "abandoned_tickets"
+# Every chat.started reads the screen-pop settings, and the read cost more than the CRM match itself
+# (a read transaction each). They are kept for a few seconds: a save here takes effect at once, a
+# save on another instance within POP_SETTINGS_SECONDS.
+POP_SETTINGS_SECONDS = 2.0
+_pop_cache: "weakref.WeakKeyDictionary[Engine, tuple[float, PopSettings]]" = weakref.WeakKeyDictionary()
+_pop_cache_lock = threading.Lock()
+_pop_saves = 0  # a read that overlapped a save does not keep what it read
 
 
 class InvalidSetting(ValueError):
@@ -31,9 +41,18 @@ def _put(conn: Connection, key: str, value: Any) -> None:
 
 
 def pop_settings(engine: Engine) -> PopSettings:
+    now = time.monotonic()
+    with _pop_cache_lock:
+        cached, saves = _pop_cache.get(engine), _pop_saves
+    if cached is not None and now < cached[0]:
+        return cached[1]
     with reading(engine) as conn:
         stored = _get(conn, POP_KEY)
-    return PopSettings.from_dict(stored) if stored else PopSettings()
+    found = PopSettings.from_dict(stored) if stored else PopSettings()
+    with _pop_cache_lock:
+        if saves == _pop_saves:
+            _pop_cache[engine] = (now + POP_SETTINGS_SECONDS, found)
+    return found
 
 
 def save_pop_settings(engine: Engine, changes: dict[str, Any]) -> PopSettings:
@@ -49,8 +68,12 @@ def save_pop_settings(engine: Engine, changes: dict[str, Any]) -> PopSettings:
     problems = updated.problems()
     if problems:
         raise InvalidSetting(*problems[0])
+    global _pop_saves
     with engine.begin() as conn:
         _put(conn, POP_KEY, updated.as_dict())
+    with _pop_cache_lock:
+        _pop_saves += 1
+        _pop_cache.pop(engine, None)
     return updated
 
 
