@@ -321,9 +321,13 @@ def main() -> None:
     if not args.matrix:
         print(json.dumps(run_one(args)), flush=True)
         return
-    for db, instances in (("sqlite", 1), ("sqlite", 2), ("postgres", 1), ("postgres", 2)):
-        print(json.dumps(run_one(argparse.Namespace(**{**vars(args), "db": db, "instances": instances}))),
-              flush=True)
+    # (database, instances, worker processes per instance, clients): one process at 8 clients, then two
+    # processes (two instances, or one instance with two workers) at 16.
+    for db, instances, workers, clients in (("sqlite", 1, 1, 8), ("sqlite", 2, 1, 16), ("sqlite", 1, 2, 16),
+                                            ("postgres", 1, 1, 8), ("postgres", 2, 1, 16),
+                                            ("postgres", 1, 2, 16)):
+        print(json.dumps(run_one(argparse.Namespace(**{**vars(args), "db": db, "instances": instances,
+                                                       "workers": workers, "clients": clients}))), flush=True)
     for chats in (10, 100, 1000, 10_000):
         print(json.dumps(run_one(argparse.Namespace(**{**vars(args), "db": "postgres", "chats": chats,
                                                        "events": 5000}))), flush=True)
