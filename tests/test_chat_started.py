@@ -1,8 +1,6 @@
 """chat.started through the app on the embedded CRM: match outcomes and screen pops."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-
 from crmconnector import preferences
 
 

@@ -125,9 +125,9 @@ def test_get_of_a_malformed_id_sends_nothing(crm: SalesforceCRM, rsps: responses
 
 
 def test_find_uses_format_soql_and_splits_long_in_lists(rsps: responses.RequestsMock, crm: SalesforceCRM) -> None:
-    first = (f"SELECT Id, Subject, Description, Origin, Status, Priority, SuppliedPhone, ContactId, AccountId, "
-             f"CreatedDate, LastModifiedDate FROM Case WHERE Subject IN ('It\\'s a \\\\ test','plain') "
-             f"ORDER BY CreatedDate, Id")
+    first = ("SELECT Id, Subject, Description, Origin, Status, Priority, SuppliedPhone, ContactId, AccountId, "
+             "CreatedDate, LastModifiedDate FROM Case WHERE Subject IN ('It\\'s a \\\\ test','plain') "
+             "ORDER BY CreatedDate, Id")
     rsps.add(responses.GET, QUERY, match=[matchers.query_param_matcher({"q": first})],
              json={"totalSize": 1, "done": True, "records": [row("Case", "500000000000001AAA", Subject="plain")]})
     records = crm.find("Case", "Subject", ["It's a \\ test", "plain"])
