@@ -14,5 +14,5 @@ _INSERT = DriverStatement(console_events.insert())  # a callback's statements ar
 def publish(conn: Connection, agent_email: str, chat_id: str, kind: str, payload: dict[str, Any]) -> None:
     """Record a console update in the caller's transaction (it is seen only if that commits)."""
     _INSERT.run(conn, {"agent_email": agent_email.lower(), "chat_id": chat_id, "kind": kind,
-                           "payload": payload, "created_at": utcnow()})
+                       "payload": payload, "created_at": utcnow()})
     wake_after_commit(conn, "consoles")

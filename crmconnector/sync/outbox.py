@@ -23,7 +23,7 @@ def enqueue(conn: Connection, kind: str, key: str, due_at: datetime | None = Non
     if _PENDING.first(conn, {"kind": kind, "key": key}) is None:
         now = utcnow()
         _INSERT.run(conn, {"kind": kind, "key": key, "status": "pending", "attempts": 0,
-                               "due_at": due_at or now, "created_at": now, "updated_at": now})
+                           "due_at": due_at or now, "created_at": now, "updated_at": now})
         wake_after_commit(conn, "outbox")
 
 
