@@ -37,7 +37,11 @@ class DriverStatement:
         plan = self._plan(conn, params)
         if plan is None:
             return int(conn.execute(self.statement, params).rowcount)
-        return int(self._execute(conn, plan, params).rowcount)
+        cursor = self._execute(conn, plan, params)
+        try:
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
 
     def first(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any] | None:
         """Execute; the first row it returns as a dict, or None."""

@@ -57,6 +57,7 @@ def pop_settings(engine: Engine) -> PopSettings:
 
 def save_pop_settings(engine: Engine, changes: dict[str, Any]) -> PopSettings:
     """Apply changes after validating all of them; nothing is saved if any is invalid."""
+    global _pop_saves
     current = pop_settings(engine).as_dict()
     unknown = set(changes) - set(current)
     if unknown:
@@ -68,7 +69,6 @@ def save_pop_settings(engine: Engine, changes: dict[str, Any]) -> PopSettings:
     problems = updated.problems()
     if problems:
         raise InvalidSetting(*problems[0])
-    global _pop_saves
     with engine.begin() as conn:
         _put(conn, POP_KEY, updated.as_dict())
     with _pop_cache_lock:
