@@ -18,7 +18,7 @@ from typing import Any, Callable
 from sqlalchemy import Connection, Engine
 
 from crmconnector.metrics import INTAKE_BATCH
-from crmconnector.store import take_wakeups
+from crmconnector.store import batched_inserts, take_wakeups
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 64
@@ -44,8 +44,9 @@ class GroupCommitter:
         self._closed = False
         # SQLite has one writer at a time anyway; on PostgreSQL a second writer sends its batch while the
         # first waits for the server's answers.
-        count = writers or (1 if engine.dialect.name == "sqlite" else 2)
-        self._threads = [threading.Thread(target=self._run, name="intake-writer", daemon=True) for _ in range(count)]
+        self.writers = writers or (1 if engine.dialect.name == "sqlite" else 2)
+        self._threads = [threading.Thread(target=self._run, name="intake-writer", daemon=True)
+                         for _ in range(self.writers)]
         for thread in self._threads:
             thread.start()
 
@@ -126,5 +127,9 @@ class GroupCommitter:
     def _transaction(self, works: list[Work]) -> tuple[list[Any], set[str]]:
         with self.engine.begin() as conn:
             take_wakeups(conn)  # left over from an earlier use of this pooled connection
-            results = [work(conn) for work in works]
+            if len(works) == 1:
+                results = [works[0](conn)]
+            else:
+                with batched_inserts(conn):
+                    results = [work(conn) for work in works]
             return results, take_wakeups(conn)

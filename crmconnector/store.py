@@ -6,12 +6,14 @@ upgrade keeps an installation's data.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import sqlite3
 import threading
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from sqlalchemy import (JSON, Boolean, Column, Connection, DateTime, Engine, ForeignKey, Index, Integer, LargeBinary,
                         MetaData, String, Table, Text, bindparam, create_engine, event)
@@ -366,6 +368,54 @@ def update_chat(conn: Connection, chat_id: str, values: dict[str, Any]) -> None:
     _UPDATE_CHAT.run(conn, {"chat": chat_id, **values})
 
 
+# -- rows written together at the end of a group-commit batch ---------------------------------------
+
+_LATER = "crmconnector.later"
+
+
+class BatchConflict(Exception):
+    """A row held for the end of a batch turned out to exist already: the batch is rolled back and its
+    work run again one by one, where the row is inserted (and its conflict seen) at once."""
+
+
+@contextmanager
+def batched_inserts(conn: Connection) -> Iterator[None]:
+    """Within this block, `insert_later` holds rows and they are written at its end in one multi-row
+    INSERT per table: on PostgreSQL one round trip for the whole batch instead of one per row."""
+    held: dict[tuple[str, bool], list[dict[str, Any]]] = {}
+    conn.info[_LATER] = held
+    try:
+        yield
+        for (table_name, new_only), rows in held.items():
+            statement = _many_rows_insert(conn.dialect.name, table_name, new_only)
+            if not new_only:
+                conn.execute(statement, rows)
+            elif len(conn.execute(statement, rows).all()) != len(rows):
+                raise BatchConflict(f"a {table_name} row of this batch exists already")
+    finally:
+        conn.info.pop(_LATER, None)  # the info dict outlives the checkout
+
+
+@functools.cache
+def _many_rows_insert(dialect_name: str, table_name: str, new_only: bool) -> Any:
+    """The batch's INSERT (SQLAlchemy sends a list of rows as one multi-row INSERT); built once."""
+    table = metadata.tables[table_name]
+    if not new_only:
+        return table.insert()
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
+
+
+def insert_later(conn: Connection, table: Table, values: dict[str, Any], new_only: bool = False) -> bool:
+    """Hold the row for the batch's multi-row INSERT (`new_only`: its key must not exist yet, or the
+    batch is run again one by one). False outside a batch: the caller inserts it now."""
+    held = conn.info.get(_LATER)
+    if held is None:
+        return False
+    held.setdefault((table.name, new_only), []).append(values)
+    return True
+
+
 _WAKEUPS = "crmconnector.wakeups"
 
 
@@ -380,7 +430,11 @@ def take_wakeups(conn: Connection) -> set[str]:
 
 
 def reading(engine: Engine) -> Any:
-    """A connection for reads only: on SQLite it does not take the write lock."""
+    """A connection for reads only: on SQLite it does not take the write lock; on PostgreSQL it runs
+    without BEGIN and ROLLBACK (two round trips more than the read itself). Under PostgreSQL's READ
+    COMMITTED each statement sees its own snapshot either way."""
+    if engine.dialect.name == "postgresql":
+        return engine.connect().execution_options(read_only=True, isolation_level="AUTOCOMMIT")
     return engine.connect().execution_options(read_only=True)
 
 

@@ -172,3 +172,24 @@ def test_many_claimers_on_two_engines_never_hold_one_chat_twice(pg_database: str
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def test_a_read_runs_without_a_transaction_and_sees_what_others_commit(pg_database: str) -> None:
+    """Reads are one round trip each (no BEGIN and ROLLBACK around them), and a connection kept open
+    across reads still sees each commit, as under READ COMMITTED."""
+    from psycopg.pq import TransactionStatus
+
+    engine = make_engine(pg_database)
+    try:
+        count = select(func.count()).select_from(outbox)
+        with reading(engine) as conn:
+            assert conn.execute(count).scalar() == 0
+            assert conn.connection.driver_connection.info.transaction_status == TransactionStatus.IDLE
+            with engine.begin() as writer:
+                enqueue(writer, "chat_log", "c-read")
+            assert conn.execute(count).scalar() == 1
+        with engine.begin() as conn:  # a write transaction on a pooled connection is a transaction again
+            conn.execute(count)
+            assert conn.connection.driver_connection.info.transaction_status == TransactionStatus.INTRANS
+    finally:
+        engine.dispose()
