@@ -36,15 +36,15 @@ class GroupCommitter:
     must wake."""
 
     def __init__(self, engine: Engine, on_commit: Callable[[set[str]], None], max_batch: int = MAX_BATCH,
-                 writers: int | None = None):
+                 writers: int = 1):
         self.engine = engine
         self.on_commit = on_commit
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
-        # SQLite has one writer at a time anyway; on PostgreSQL a second writer sends its batch while the
-        # first waits for the server's answers.
-        self.writers = writers or (1 if engine.dialect.name == "sqlite" else 2)
+        # One writer: SQLite has one at a time anyway, and on PostgreSQL a second one (sending its batch
+        # while the first waited for answers) made the batches smaller, which cost more than it saved.
+        self.writers = writers
         self._threads = [threading.Thread(target=self._run, name="intake-writer", daemon=True)
                          for _ in range(self.writers)]
         for thread in self._threads:

@@ -109,6 +109,21 @@ def test_a_failing_work_gets_its_error_and_the_rest_of_its_batch_is_committed(en
     assert _stored(engine) == [1, 2, 3]  # nothing of the failed work
 
 
+def test_two_writers_commit_everything_and_both_stop_on_close(engine):
+    writer = GroupCommitter(engine, lambda wakeups: None, writers=2)
+    answers, threads = [], []
+    try:
+        threads = [threading.Thread(target=lambda n=n: answers.append(writer.run(_insert(n)))) for n in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    finally:
+        writer.close()
+    assert sorted(answers) == list(range(20)) and _stored(engine) == list(range(20))
+    assert not any(thread.is_alive() for thread in writer._threads)
+
+
 def test_the_same_event_twice_in_one_batch_is_stored_once_with_one_answer(client, runtime):
     body = json.dumps({"id": "evt_twice", "type": "chat.message", "occurred_at": "2026-11-21T17:03:11Z",
                        "data": {"chat": {"id": "c-twice"}, "message": {
@@ -135,8 +150,8 @@ def test_the_same_event_twice_in_one_batch_is_stored_once_with_one_answer(client
 
 @pytest.mark.both_databases
 def test_concurrent_events_of_the_same_chats_are_each_stored_once(app, runtime):
-    """Many request threads, a few chats, every kind of chat event, some sent twice at once: on
-    PostgreSQL two writers commit batches side by side."""
+    """Many request threads, a few chats, every kind of chat event, some sent twice at once, on both
+    databases (two processes' writers side by side: tests/test_postgres_concurrency.py)."""
     from tests.instances import chat_stream, envelope
 
     bodies = [envelope(event_id, kind, data) for n in range(6) for event_id, kind, data in chat_stream(f"gc{n}", 6)]
