@@ -43,6 +43,22 @@ class DriverStatement:
         finally:
             cursor.close()
 
+    def run_many(self, conn: Connection, rows: list[dict[str, Any]]) -> int:
+        """Execute once per row (the rows have the same keys) with the driver's executemany, which on
+        PostgreSQL sends them all in one round trip; the number of rows changed in all."""
+        plan = self._plan(conn, rows[0])
+        if plan is None:
+            return int(conn.execute(self.statement, rows).rowcount)
+        arguments = [self._arguments(plan, row) for row in rows]
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(plan.compiled.string, arguments)
+            return int(cursor.rowcount)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            self._raise(conn, exc, plan, arguments)
+        finally:
+            cursor.close()
+
     def first(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any] | None:
         """Execute; the first row it returns as a dict, or None."""
         rows = self._rows(conn, params, first=True)
@@ -67,13 +83,18 @@ class DriverStatement:
         return [{name: convert(value) if convert is not None else value
                  for name, convert, value in zip(plan.columns, plan.results, row)} for row in raw if row is not None]
 
-    def _execute(self, conn: Connection, plan: _Plan, params: dict[str, Any]) -> Any:
+    @staticmethod
+    def _arguments(plan: _Plan, params: dict[str, Any]) -> Any:
+        """The driver's parameters: SQLAlchemy's conversions applied, in order for qmark drivers."""
         values = plan.compiled.construct_params(params)  # adds the values the statement holds itself
         for name, convert in plan.converters.items():
             if name in values:
                 values[name] = convert(values[name])
+        return values if plan.positional is None else tuple(values[name] for name in plan.positional)
+
+    def _execute(self, conn: Connection, plan: _Plan, params: dict[str, Any]) -> Any:
+        arguments = self._arguments(plan, params)
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        arguments = values if plan.positional is None else tuple(values[name] for name in plan.positional)
         try:
             cursor.execute(plan.compiled.string, arguments)
         except conn.dialect.loaded_dbapi.Error as exc:

@@ -380,34 +380,32 @@ class BatchConflict(Exception):
 
 @contextmanager
 def batched_inserts(conn: Connection) -> Iterator[None]:
-    """Within this block, `insert_later` holds rows and they are written at its end in one multi-row
-    INSERT per table: on PostgreSQL one round trip for the whole batch instead of one per row."""
+    """Within this block, `insert_later` holds rows and they are written at its end, all of a table
+    in one executemany: on PostgreSQL one round trip for the whole batch instead of one per row."""
     held: dict[tuple[str, bool], list[dict[str, Any]]] = {}
     conn.info[_LATER] = held
     try:
         yield
         for (table_name, new_only), rows in held.items():
-            statement = _many_rows_insert(conn.dialect.name, table_name, new_only)
-            if not new_only:
-                conn.execute(statement, rows)
-            elif len(conn.execute(statement, rows).all()) != len(rows):
+            inserted = _many_rows_insert(conn.dialect.name, table_name, new_only).run_many(conn, rows)
+            if new_only and inserted != len(rows):
                 raise BatchConflict(f"a {table_name} row of this batch exists already")
     finally:
         conn.info.pop(_LATER, None)  # the info dict outlives the checkout
 
 
 @functools.cache
-def _many_rows_insert(dialect_name: str, table_name: str, new_only: bool) -> Any:
-    """The batch's INSERT (SQLAlchemy sends a list of rows as one multi-row INSERT); built once."""
+def _many_rows_insert(dialect_name: str, table_name: str, new_only: bool) -> DriverStatement:
+    """The batch's INSERT of one table, run for all its rows at once; built once."""
     table = metadata.tables[table_name]
     if not new_only:
-        return table.insert()
+        return DriverStatement(table.insert())
     dialect = postgresql if dialect_name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
+    return DriverStatement(dialect.insert(table).on_conflict_do_nothing())
 
 
 def insert_later(conn: Connection, table: Table, values: dict[str, Any], new_only: bool = False) -> bool:
-    """Hold the row for the batch's multi-row INSERT (`new_only`: its key must not exist yet, or the
+    """Hold the row for the batch's INSERT at its end (`new_only`: its key must not exist yet, or the
     batch is run again one by one). False outside a batch: the caller inserts it now."""
     held = conn.info.get(_LATER)
     if held is None:

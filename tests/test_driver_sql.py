@@ -94,3 +94,21 @@ def test_a_driver_error_is_raised_as_sqlalchemy_raises_it(engine):
         statement.run(conn, values)
     with pytest.raises(IntegrityError), engine.begin() as conn:
         statement.run(conn, values)
+
+
+@pytest.mark.both_databases
+def test_run_many_writes_every_row_and_counts_only_the_new_ones(engine):
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    if_new = DriverStatement(dialect.insert(chats).on_conflict_do_nothing())
+    rows = [{"id": chat_id, "started": False, "updated_at": utcnow()} for chat_id in ("c1", "c2", "c3")]
+    with engine.begin() as conn:
+        assert DriverStatement(console_events.insert()).run_many(
+            conn, [{**_EVENT, "chat_id": f"m{n}"} for n in range(3)]) == 3
+        assert if_new.run_many(conn, rows[:2]) == 2
+        assert if_new.run_many(conn, rows[1:]) == 1  # c2 is there already
+    with reading(engine) as conn:
+        assert sorted(conn.execute(select(chats.c.id)).scalars()) == ["c1", "c2", "c3"]
+        stored = conn.execute(select(*_COLUMNS).order_by(console_events.c.id)).all()
+    assert [row._asdict() for row in stored] == [{**_EVENT, "chat_id": f"m{n}"} for n in range(3)]

@@ -241,22 +241,29 @@ def _message(event_id: str, chat_id: str, message_id: str) -> bytes:
 
 
 @pytest.mark.both_databases
-def test_a_batch_writes_its_events_and_console_rows_with_one_insert_per_table(app, runtime, platform):
-    """Rows that nothing in the batch reads back are written at its end, all of a table in one INSERT:
-    on PostgreSQL one round trip instead of one per event."""
+def test_a_batch_writes_its_events_and_console_rows_with_one_executemany_per_table(app, runtime, platform,
+                                                                                    monkeypatch):
+    """Rows that nothing in the batch reads back are written at its end, all of a table at once: on
+    PostgreSQL one round trip instead of one per event."""
+    from crmconnector.driver_sql import DriverStatement
     from crmconnector.store import console_events
 
     platform.start_chat("c-batch")
     platform.post("chat.assigned", {"chat": {"id": "c-batch"}, "assigned_at": "2026-11-21T17:01:00Z",
                                     "agent": {"id": "a1", "email": "Agent1@example.com", "name": "Agent One"}})
-    statements: list[str] = []
+    sent: list[tuple[str, int]] = []  # every statement the connector sends, with its number of rows
     event.listen(runtime.engine, "before_cursor_execute",
-                 lambda conn, cursor, sql, params, context, many: statements.append(sql))
+                 lambda conn, cursor, sql, params, context, many: sent.append((sql, len(params) if many else 1)))
+    one, many = DriverStatement._execute, DriverStatement.run_many
+    monkeypatch.setattr(DriverStatement, "_execute", lambda self, conn, plan, params: (
+        sent.append((plan.compiled.string, 1)), one(self, conn, plan, params))[1])
+    monkeypatch.setattr(DriverStatement, "run_many", lambda self, conn, rows: (
+        sent.append((str(self.statement.compile(dialect=conn.dialect)), len(rows))), many(self, conn, rows))[1])
     bodies = [_message(f"evt_b{n}", "c-batch", f"m{n}") for n in range(5)]
     answers = _post_held(app, runtime.intake.writer, bodies)
     assert answers == [(200, {"status": "ok", "chat_id": "c-batch"})] * 5
-    assert sum(sql.startswith("INSERT INTO events ") for sql in statements) == 1
-    assert sum(sql.startswith("INSERT INTO console_events ") for sql in statements) == 1
+    assert [rows for sql, rows in sent if sql.startswith("INSERT INTO events ")] == [5]
+    assert [rows for sql, rows in sent if sql.startswith("INSERT INTO console_events ")] == [5]
     with reading(runtime.engine) as conn:
         stored = conn.execute(select(events.c.id, events.c.response_status).where(events.c.id.like("evt_b%"))).all()
         consoles = conn.execute(select(console_events.c.agent_email, console_events.c.kind)
