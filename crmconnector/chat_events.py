@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import Connection, bindparam, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from crmconnector import console, optout
 from crmconnector.chatstate import load_assignments
@@ -40,6 +41,31 @@ def _chat_row(conn: Connection, chat_id: str) -> dict[str, Any]:
         conn.execute(_NEW_CHAT, {"id": chat_id, "started": False, "updated_at": utcnow()})
         return {"id": chat_id, "agent_email": None, "ended_at": None, "crm_status": None}
     return row
+
+
+def _message_into_chat(dialect_name: str) -> DriverStatement:
+    """The message's INSERT that also returns its chat's row: one statement (one round trip on
+    PostgreSQL) for the commonest event. It inserts nothing, and returns nothing, when the chat has no
+    row yet or the message is stored already; the caller then takes the general path."""
+    statement = _MESSAGE_INTO_CHAT.get(dialect_name)
+    if statement is None:
+        dialect = postgresql if dialect_name == "postgresql" else sqlite
+        values = select(chats.c.id, *(bindparam(name, type_=chat_messages.c[name].type) for name in _MESSAGE_FIELDS)
+                        ).where(chats.c.id == bindparam("chat"))
+
+        def of_chat(column: Any) -> Any:
+            return select(column).where(chats.c.id == bindparam("chat")).scalar_subquery().label(column.name)
+        statement = _MESSAGE_INTO_CHAT[dialect_name] = DriverStatement(
+            dialect.insert(chat_messages).from_select(["chat_id", *_MESSAGE_FIELDS], values)
+            .on_conflict_do_nothing()
+            .returning(chat_messages.c.chat_id.label("id"), *(of_chat(c) for c in (chats.c.agent_email,
+                                                                                   chats.c.ended_at,
+                                                                                   chats.c.crm_status))))
+    return statement
+
+
+_MESSAGE_FIELDS = ("message_id", "sender", "text", "sent_at", "agent", "media")
+_MESSAGE_INTO_CHAT: dict[str, DriverStatement] = {}
 
 
 def _record_activity(conn: Connection, chat_id: str, event_id: str, kind: str, at: Any, data: dict[str, Any]) -> None:
@@ -92,12 +118,15 @@ def apply_assigned(context: EventContext, conn: Connection, envelope: Envelope, 
 @handles("chat.message")
 def apply_message(context: EventContext, conn: Connection, envelope: Envelope, data: ChatMessage,
                   prepared: Any) -> Outcome:
-    chat = _chat_row(conn, data.chat.id)
     message = data.message
     media = [m.model_dump(exclude_none=True) for m in message.media]
-    added = insert_if_new(conn, chat_messages, {
-        "chat_id": chat["id"], "message_id": message.id, "sender": message.sender, "text": message.text,
-        "sent_at": message.sent_at, "agent": _person(message.agent), "media": media})
+    row = {"message_id": message.id, "sender": message.sender, "text": message.text, "sent_at": message.sent_at,
+           "agent": _person(message.agent), "media": media}
+    chat = _message_into_chat(conn.dialect.name).first(conn, {"chat": data.chat.id, **row})
+    added = chat is not None
+    if chat is None:  # the chat's first event, or a message stored already
+        chat = _chat_row(conn, data.chat.id)
+        added = insert_if_new(conn, chat_messages, {"chat_id": chat["id"], **row})
     if added:  # the same message under another event id changes nothing
         if message.sender == "consumer":
             for position, item in enumerate(media):

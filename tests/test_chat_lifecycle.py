@@ -144,6 +144,23 @@ def test_assignment_sets_the_first_acceptance_and_the_latest_agent(platform, run
     assert _chat(runtime)["agent_email"] == "tom@example.com"
 
 
+def test_a_message_to_a_known_chat_is_stored_and_its_chat_read_in_one_statement(platform, runtime, monkeypatch):
+    """The commonest event: its INSERT returns the chat's row (agent, end), so no separate read."""
+    from tests.conftest import sent_statements
+
+    platform.start_chat()
+    platform.post("chat.assigned", assigned(TOM, 10))
+    platform.post("chat.ended", ended(60))
+    sent = sent_statements(runtime.engine, monkeypatch)
+    assert platform.post("chat.message", message("m1", "consumer", "hi", 20)).status_code == 200
+    assert [sql.split(" (")[0] for sql, _ in sent if "chat_messages" in sql] == ["INSERT INTO chat_messages"]
+    assert not any(sql.startswith("SELECT chats.id, chats.agent_email") for sql, _ in sent)  # the chat row's read
+    assert _console(runtime)[-1] == ("tom@example.com", "message")
+    assert [(r["kind"], r["status"]) for r in outbox_rows(runtime)] == [("chat_log", "pending")]
+    with reading(runtime.engine) as conn:
+        assert conn.execute(select(chat_messages.c.text)).scalars().all() == ["hi"]
+
+
 def test_agents_consoles_hear_pops_messages_transfers_and_the_end(platform, runtime):
     platform.start_chat()
     platform.post("chat.assigned", assigned(TOM, 10))

@@ -12,7 +12,7 @@ from sqlalchemy import Column, Integer, MetaData, Table, event, func, select
 
 from crmconnector.group_commit import GroupCommitter
 from crmconnector.store import events, make_engine, reading
-from tests.conftest import signed_headers
+from tests.conftest import sent_statements, signed_headers
 
 rows = Table("rows", MetaData(), Column("n", Integer, primary_key=True))
 
@@ -245,20 +245,12 @@ def test_a_batch_writes_its_events_and_console_rows_with_one_executemany_per_tab
                                                                                     monkeypatch):
     """Rows that nothing in the batch reads back are written at its end, all of a table at once: on
     PostgreSQL one round trip instead of one per event."""
-    from crmconnector.driver_sql import DriverStatement
     from crmconnector.store import console_events
 
     platform.start_chat("c-batch")
     platform.post("chat.assigned", {"chat": {"id": "c-batch"}, "assigned_at": "2026-11-21T17:01:00Z",
                                     "agent": {"id": "a1", "email": "Agent1@example.com", "name": "Agent One"}})
-    sent: list[tuple[str, int]] = []  # every statement the connector sends, with its number of rows
-    event.listen(runtime.engine, "before_cursor_execute",
-                 lambda conn, cursor, sql, params, context, many: sent.append((sql, len(params) if many else 1)))
-    one, many = DriverStatement._execute, DriverStatement.run_many
-    monkeypatch.setattr(DriverStatement, "_execute", lambda self, conn, plan, params: (
-        sent.append((plan.compiled.string, 1)), one(self, conn, plan, params))[1])
-    monkeypatch.setattr(DriverStatement, "run_many", lambda self, conn, rows: (
-        sent.append((str(self.statement.compile(dialect=conn.dialect)), len(rows))), many(self, conn, rows))[1])
+    sent = sent_statements(runtime.engine, monkeypatch)
     bodies = [_message(f"evt_b{n}", "c-batch", f"m{n}") for n in range(5)]
     answers = _post_held(app, runtime.intake.writer, bodies)
     assert answers == [(200, {"status": "ok", "chat_id": "c-batch"})] * 5
