@@ -8,18 +8,19 @@ completes later.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import Connection, bindparam, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from crmconnector import console, optout
 from crmconnector.chatstate import load_assignments
 from crmconnector.driver_sql import DriverStatement
 from crmconnector.events import ChatAssigned, ChatEnded, ChatMessage, ChatTransferred, Envelope
 from crmconnector.intake import EventContext, Outcome, handles
-from crmconnector.store import chat_activity, chat_media, chat_messages, chats, insert_if_new, update_chat, utcnow
+from crmconnector.store import (chat_activity, chat_media, chat_messages, chats, insert_if_new, insert_unless_there,
+                                update_chat, utcnow)
 from crmconnector.sync.outbox import enqueue, queue_chat_log
 
 
@@ -43,29 +44,23 @@ def _chat_row(conn: Connection, chat_id: str) -> dict[str, Any]:
     return row
 
 
+_MESSAGE_FIELDS = ("message_id", "sender", "text", "sent_at", "agent", "media")
+
+
+@functools.cache
 def _message_into_chat(dialect_name: str) -> DriverStatement:
     """The message's INSERT that also returns its chat's row: one statement (one round trip on
     PostgreSQL) for the commonest event. It inserts nothing, and returns nothing, when the chat has no
     row yet or the message is stored already; the caller then takes the general path."""
-    statement = _MESSAGE_INTO_CHAT.get(dialect_name)
-    if statement is None:
-        dialect = postgresql if dialect_name == "postgresql" else sqlite
-        values = select(chats.c.id, *(bindparam(name, type_=chat_messages.c[name].type) for name in _MESSAGE_FIELDS)
-                        ).where(chats.c.id == bindparam("chat"))
+    values = select(chats.c.id, *(bindparam(name, type_=chat_messages.c[name].type) for name in _MESSAGE_FIELDS)
+                    ).where(chats.c.id == bindparam("chat"))
 
-        def of_chat(column: Any) -> Any:
-            return select(column).where(chats.c.id == bindparam("chat")).scalar_subquery().label(column.name)
-        statement = _MESSAGE_INTO_CHAT[dialect_name] = DriverStatement(
-            dialect.insert(chat_messages).from_select(["chat_id", *_MESSAGE_FIELDS], values)
-            .on_conflict_do_nothing()
-            .returning(chat_messages.c.chat_id.label("id"), *(of_chat(c) for c in (chats.c.agent_email,
-                                                                                   chats.c.ended_at,
-                                                                                   chats.c.crm_status))))
-    return statement
-
-
-_MESSAGE_FIELDS = ("message_id", "sender", "text", "sent_at", "agent", "media")
-_MESSAGE_INTO_CHAT: dict[str, DriverStatement] = {}
+    def of_chat(column: Any) -> Any:
+        return select(column).where(chats.c.id == bindparam("chat")).scalar_subquery().label(column.name)
+    return DriverStatement(
+        insert_unless_there(dialect_name, chat_messages).from_select(["chat_id", *_MESSAGE_FIELDS], values)
+        .returning(chat_messages.c.chat_id.label("id"),
+                   *(of_chat(column) for column in (chats.c.agent_email, chats.c.ended_at, chats.c.crm_status))))
 
 
 def _record_activity(conn: Connection, chat_id: str, event_id: str, kind: str, at: Any, data: dict[str, Any]) -> None:

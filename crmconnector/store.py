@@ -345,19 +345,22 @@ def make_engine(database_url: str) -> Engine:
     return create_engine(url, pool_size=10, max_overflow=20)
 
 
-_IF_NEW: dict[tuple[str, str], DriverStatement] = {}
+def insert_unless_there(dialect_name: str, table: Table) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING in the dialect's own syntax (both databases have it)."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
+
+
+@functools.cache
+def _if_new(dialect_name: str, table_name: str) -> DriverStatement:
+    table = metadata.tables[table_name]
+    return DriverStatement(insert_unless_there(dialect_name, table).returning(*table.primary_key.columns))
 
 
 def insert_if_new(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
     """Insert the row unless its key exists (INSERT … ON CONFLICT DO NOTHING RETURNING, built once per
     table and dialect): one statement instead of a look-up and an insert. True when the row is new."""
-    key = (conn.dialect.name, table.name)
-    statement = _IF_NEW.get(key)
-    if statement is None:
-        dialect = postgresql if key[0] == "postgresql" else sqlite
-        statement = _IF_NEW[key] = DriverStatement(dialect.insert(table).on_conflict_do_nothing()
-                                                   .returning(*table.primary_key.columns))
-    return statement.first(conn, values) is not None
+    return _if_new(conn.dialect.name, table.name).first(conn, values) is not None
 
 
 _UPDATE_CHAT = DriverStatement(chats.update().where(chats.c.id == bindparam("chat")))  # SETs what is passed
@@ -398,10 +401,7 @@ def batched_inserts(conn: Connection) -> Iterator[None]:
 def _many_rows_insert(dialect_name: str, table_name: str, new_only: bool) -> DriverStatement:
     """The batch's INSERT of one table, run for all its rows at once; built once."""
     table = metadata.tables[table_name]
-    if not new_only:
-        return DriverStatement(table.insert())
-    dialect = postgresql if dialect_name == "postgresql" else sqlite
-    return DriverStatement(dialect.insert(table).on_conflict_do_nothing())
+    return DriverStatement(insert_unless_there(dialect_name, table) if new_only else table.insert())
 
 
 def insert_later(conn: Connection, table: Table, values: dict[str, Any], new_only: bool = False) -> bool:

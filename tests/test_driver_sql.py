@@ -98,10 +98,9 @@ def test_a_driver_error_is_raised_as_sqlalchemy_raises_it(engine):
 
 @pytest.mark.both_databases
 def test_run_many_writes_every_row_and_counts_only_the_new_ones(engine):
-    from sqlalchemy.dialects import postgresql, sqlite
+    from crmconnector.store import insert_unless_there
 
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    if_new = DriverStatement(dialect.insert(chats).on_conflict_do_nothing())
+    if_new = DriverStatement(insert_unless_there(engine.dialect.name, chats))
     rows = [{"id": chat_id, "started": False, "updated_at": utcnow()} for chat_id in ("c1", "c2", "c3")]
     with engine.begin() as conn:
         assert DriverStatement(console_events.insert()).run_many(
