@@ -4,26 +4,32 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, exists, select
 
 from crmconnector import console
 from crmconnector.driver_sql import DriverStatement
 from crmconnector.store import chats, outbox, update_chat, utcnow, wake_after_commit
 
 
-_PENDING = DriverStatement(select(outbox.c.id).where(
-    outbox.c.kind == bindparam("kind"), outbox.c.key == bindparam("key"), outbox.c.status == "pending"))
-_INSERT = DriverStatement(outbox.insert())
-_CHAT_STATUS = DriverStatement(select(chats.c.crm_status, chats.c.agent_email).where(chats.c.id == bindparam("chat")))
+# INSERT … SELECT … WHERE NOT EXISTS: the look for a pending item and the insert in one statement.
+_ITEM_COLUMNS = ("kind", "key", "status", "attempts", "due_at", "created_at", "updated_at")
+_INSERT_UNLESS_PENDING = DriverStatement(outbox.insert().from_select(
+    list(_ITEM_COLUMNS),
+    select(*(bindparam(name, type_=outbox.c[name].type) for name in _ITEM_COLUMNS)).where(~exists().where(
+        outbox.c.kind == bindparam("kind"), outbox.c.key == bindparam("key"), outbox.c.status == "pending")),
+    include_defaults=False))
+# Sets the status only when it changes, and says to whom: one statement in the common case.
+_CHANGE_STATUS = DriverStatement(chats.update().where(
+    chats.c.id == bindparam("chat"), chats.c.crm_status.is_distinct_from(bindparam("status"))
+).returning(chats.c.agent_email))
 
 
 def enqueue(conn: Connection, kind: str, key: str, due_at: datetime | None = None) -> None:
     """Ask for `kind` work on `key`; one pending item per (kind, key) is enough, since the worker
     renders from current state when it runs."""
-    if _PENDING.first(conn, {"kind": kind, "key": key}) is None:
-        now = utcnow()
-        _INSERT.run(conn, {"kind": kind, "key": key, "status": "pending", "attempts": 0,
-                           "due_at": due_at or now, "created_at": now, "updated_at": now})
+    now = utcnow()
+    if _INSERT_UNLESS_PENDING.run(conn, {"kind": kind, "key": key, "status": "pending", "attempts": 0,
+                                         "due_at": due_at or now, "created_at": now, "updated_at": now}):
         wake_after_commit(conn, "outbox")
 
 
@@ -36,12 +42,11 @@ def queue_chat_log(conn: Connection, chat_id: str) -> None:
 def set_crm_status(conn: Connection, chat_id: str, status: str, *, task_id: str | None = None,
                    error: str | None = None) -> None:
     """Record the chat's CRM status and tell its agent's console when it changed."""
-    row = _CHAT_STATUS.first(conn, {"chat": chat_id})
-    if row is None:
-        return
     values: dict[str, Any] = {"crm_status": status, "crm_error": error, "updated_at": utcnow()}
     if task_id:
         values["task_id"] = task_id
-    update_chat(conn, chat_id, values)
-    if row["crm_status"] != status and row["agent_email"]:
-        console.publish(conn, row["agent_email"], chat_id, "status", {"chat_id": chat_id})
+    changed = _CHANGE_STATUS.first(conn, {"chat": chat_id, "status": status, **values})
+    if changed is None:  # the same status again (or no such chat): the other columns still change
+        update_chat(conn, chat_id, values)
+    elif changed["agent_email"]:
+        console.publish(conn, changed["agent_email"], chat_id, "status", {"chat_id": chat_id})
