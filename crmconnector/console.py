@@ -5,16 +5,12 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from crmconnector.driver_sql import DriverStatement
-from crmconnector.store import console_events, insert_later, utcnow, wake_after_commit
-
-_INSERT = DriverStatement(console_events.insert())  # a callback's statements are its main cost
+from crmconnector.store import console_events, insert_or_hold, utcnow, wake_after_commit
 
 
 def publish(conn: Connection, agent_email: str, chat_id: str, kind: str, payload: dict[str, Any]) -> None:
     """Record a console update in the caller's transaction (it is seen only if that commits)."""
     row = {"agent_email": agent_email.lower(), "chat_id": chat_id, "kind": kind, "payload": payload,
            "created_at": utcnow()}
-    if not insert_later(conn, console_events, row):
-        _INSERT.run(conn, row)
+    insert_or_hold(conn, console_events, row)
     wake_after_commit(conn, "consoles")

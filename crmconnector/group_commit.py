@@ -129,7 +129,7 @@ class GroupCommitter:
     def _transaction(self, works: list[Work]) -> tuple[list[Any], set[str]]:
         with self.engine.begin() as conn:
             take_wakeups(conn)  # left over from an earlier use of this pooled connection
-            if len(works) == 1:
+            if len(works) == 1:  # alone, its rows are written at once: it sees its own conflicts
                 results = [works[0](conn)]
             else:
                 with batched_inserts(conn):

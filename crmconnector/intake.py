@@ -21,7 +21,7 @@ from crmconnector.events import Envelope, EventError, parse_data, parse_envelope
 from crmconnector.metrics import EVENT_SECONDS, EVENTS
 from crmconnector.settings import Settings
 from crmconnector.group_commit import GroupCommitter, WriterClosed
-from crmconnector.store import events, insert_if_new, insert_later, reading, utcnow
+from crmconnector.store import events, insert_or_hold, reading, utcnow
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
@@ -165,12 +165,12 @@ class Intake:
             outcome = handler.apply(self.context, conn, envelope, data, prepared)
         # The id's unique key decides, not a look-up first: one statement, and it holds when two
         # instances take the same event at the same moment.
-        # In a batch the row joins the batch's one INSERT, whose conflict runs the batch again event by
-        # event (and then this raises).
+        # In a batch the row joins the batch's INSERT at its end, whose conflict runs the batch again
+        # event by event (and then this raises).
         row = {"id": envelope.id, "body_hash": digest, "type": envelope.type, "payload": document,
                "chat_id": _ref(envelope.data, "chat"), "call_id": _ref(envelope.data, "call"),
                "response_status": outcome.status, "response_body": outcome.body, "received_at": utcnow()}
-        if not insert_later(conn, events, row, new_only=True) and not insert_if_new(conn, events, row):
+        if not insert_or_hold(conn, events, row, new_only=True):
             raise _AlreadyStored
         return outcome
 

@@ -352,15 +352,14 @@ def insert_unless_there(dialect_name: str, table: Table) -> Any:
 
 
 @functools.cache
-def _if_new(dialect_name: str, table_name: str) -> DriverStatement:
-    table = metadata.tables[table_name]
+def _if_new(dialect_name: str, table: Table) -> DriverStatement:
     return DriverStatement(insert_unless_there(dialect_name, table).returning(*table.primary_key.columns))
 
 
 def insert_if_new(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
     """Insert the row unless its key exists (INSERT … ON CONFLICT DO NOTHING RETURNING, built once per
     table and dialect): one statement instead of a look-up and an insert. True when the row is new."""
-    return _if_new(conn.dialect.name, table.name).first(conn, values) is not None
+    return _if_new(conn.dialect.name, table).first(conn, values) is not None
 
 
 _UPDATE_CHAT = DriverStatement(chats.update().where(chats.c.id == bindparam("chat")))  # SETs what is passed
@@ -383,34 +382,37 @@ class BatchConflict(Exception):
 
 @contextmanager
 def batched_inserts(conn: Connection) -> Iterator[None]:
-    """Within this block, `insert_later` holds rows and they are written at its end, all of a table
+    """Within this block, `insert_or_hold` holds rows and they are written at its end, all of a table
     in one executemany: on PostgreSQL one round trip for the whole batch instead of one per row."""
-    held: dict[tuple[str, bool], list[dict[str, Any]]] = {}
+    held: dict[tuple[Table, bool], list[dict[str, Any]]] = {}
     conn.info[_LATER] = held
     try:
         yield
-        for (table_name, new_only), rows in held.items():
-            inserted = _many_rows_insert(conn.dialect.name, table_name, new_only).run_many(conn, rows)
+        for (table, new_only), rows in held.items():
+            inserted = _many_rows_insert(conn.dialect.name, table, new_only).run_many(conn, rows)
             if new_only and inserted != len(rows):
-                raise BatchConflict(f"a {table_name} row of this batch exists already")
+                raise BatchConflict(f"a {table.name} row of this batch exists already")
     finally:
         conn.info.pop(_LATER, None)  # the info dict outlives the checkout
 
 
 @functools.cache
-def _many_rows_insert(dialect_name: str, table_name: str, new_only: bool) -> DriverStatement:
+def _many_rows_insert(dialect_name: str, table: Table, new_only: bool) -> DriverStatement:
     """The batch's INSERT of one table, run for all its rows at once; built once."""
-    table = metadata.tables[table_name]
     return DriverStatement(insert_unless_there(dialect_name, table) if new_only else table.insert())
 
 
-def insert_later(conn: Connection, table: Table, values: dict[str, Any], new_only: bool = False) -> bool:
-    """Hold the row for the batch's INSERT at its end (`new_only`: its key must not exist yet, or the
-    batch is run again one by one). False outside a batch: the caller inserts it now."""
+def insert_or_hold(conn: Connection, table: Table, values: dict[str, Any], new_only: bool = False) -> bool:
+    """Insert the row: in a batch, held for the batch's INSERT at its end; otherwise now. `new_only`:
+    its key must not exist yet. False only when, inserted now, its key did exist (in a batch that
+    conflict runs the batch again one by one, and then it is seen here)."""
     held = conn.info.get(_LATER)
-    if held is None:
-        return False
-    held.setdefault((table.name, new_only), []).append(values)
+    if held is not None:
+        held.setdefault((table, new_only), []).append(values)
+        return True
+    if new_only:
+        return insert_if_new(conn, table, values)
+    _many_rows_insert(conn.dialect.name, table, False).run(conn, values)
     return True
 
 

@@ -69,7 +69,11 @@ def _submit_all(writer: GroupCommitter, works: list[Callable[[Any], Any]]) -> tu
 
 def _stored(engine) -> list[int]:
     with reading(engine) as conn:
-        return sorted(conn.execute(select(rows.c.n)).scalars())
+        return _stored_in(conn)
+
+
+def _stored_in(conn) -> list[int]:
+    return sorted(conn.execute(select(rows.c.n)).scalars())
 
 
 def test_work_queued_while_the_writer_is_busy_is_committed_in_one_transaction(engine):
@@ -287,13 +291,16 @@ def test_an_event_stored_earlier_in_a_batch_replays_its_answer_and_the_rest_is_s
 
 
 def test_rows_held_for_a_batch_that_fails_are_dropped_with_it(engine):
-    """A failed batch leaves nothing held on the pooled connection for its next use."""
-    from crmconnector.store import batched_inserts, insert_later
+    """A failed batch leaves nothing held on the pooled connection for its next use: outside a batch
+    a row is inserted at once, and a key that exists is reported there."""
+    from crmconnector.store import batched_inserts, insert_or_hold
 
-    held_rows = Table("held_rows", rows.metadata, Column("n", Integer, primary_key=True), extend_existing=True)
     with pytest.raises(ValueError):
         with engine.begin() as conn, batched_inserts(conn):
-            assert insert_later(conn, held_rows, {"n": 1})
+            assert insert_or_hold(conn, rows, {"n": 1})
             raise ValueError("the batch failed")
     with engine.begin() as conn:
-        assert insert_later(conn, held_rows, {"n": 2}) is False  # outside a batch: insert it yourself
+        assert insert_or_hold(conn, rows, {"n": 2}) is True
+        assert _stored_in(conn) == [2]
+        assert insert_or_hold(conn, rows, {"n": 2}, new_only=True) is False
+    assert _stored(engine) == [2]
