@@ -43,22 +43,6 @@ class DriverStatement:
         finally:
             cursor.close()
 
-    def run_many(self, conn: Connection, rows: list[dict[str, Any]]) -> int:
-        """Execute once per row (the rows have the same keys) with the driver's executemany, which on
-        PostgreSQL sends them all in one round trip; the number of rows changed in all."""
-        plan = self._plan(conn, rows[0])
-        if plan is None:
-            return int(conn.execute(self.statement, rows).rowcount)
-        arguments = [self._arguments(plan, row) for row in rows]
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.executemany(plan.compiled.string, arguments)
-            return int(cursor.rowcount)
-        except conn.dialect.loaded_dbapi.Error as exc:
-            self._raise(conn, exc, plan, arguments)
-        finally:
-            cursor.close()
-
     def first(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any] | None:
         """Execute; the first row it returns as a dict, or None."""
         rows = self._rows(conn, params, first=True)

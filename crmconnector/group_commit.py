@@ -5,9 +5,9 @@ queue on the database's write lock and hand the interpreter lock back and forth 
 and their BEGIN and COMMIT (round trips on PostgreSQL) cost as much as the work itself. Here request
 threads hand their work to a writer thread, which runs whatever has queued up meanwhile in one
 transaction and then answers each caller. Rows that no work of the batch reads back are held and
-written at its end, all of a table in one executemany (`store.batched_inserts`). When anything in a batch
-fails, the batch is rolled back and its work is run again one per transaction, so one bad event never
-changes another's answer.
+written at its end, all of a table in one multi-row INSERT (`store.batched_inserts`). When anything in
+a batch fails, the batch is rolled back and its work is run again one per transaction, so one bad
+event never changes another's answer.
 """
 from __future__ import annotations
 

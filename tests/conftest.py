@@ -111,8 +111,8 @@ def workdir(tmp_path: Any, monkeypatch: Any) -> Any:
 
 
 def sent_statements(engine: Any, monkeypatch: Any) -> list[tuple[str, int]]:
-    """Record every statement sent from now on, with its number of rows: those through SQLAlchemy and
-    those run on the driver's cursor (crmconnector.driver_sql)."""
+    """Record every statement sent from now on, with its number of parameter sets (more than one for an
+    executemany): those through SQLAlchemy and those run on the driver's cursor (crmconnector.driver_sql)."""
     from sqlalchemy import event
 
     from crmconnector.driver_sql import DriverStatement
@@ -120,9 +120,7 @@ def sent_statements(engine: Any, monkeypatch: Any) -> list[tuple[str, int]]:
     sent: list[tuple[str, int]] = []
     event.listen(engine, "before_cursor_execute",
                  lambda conn, cursor, sql, params, context, many: sent.append((sql, len(params) if many else 1)))
-    one, many = DriverStatement._execute, DriverStatement.run_many
+    one = DriverStatement._execute
     monkeypatch.setattr(DriverStatement, "_execute", lambda self, conn, plan, params: (
         sent.append((plan.compiled.string, 1)), one(self, conn, plan, params))[1])
-    monkeypatch.setattr(DriverStatement, "run_many", lambda self, conn, rows: (
-        sent.append((str(self.statement.compile(dialect=conn.dialect)), len(rows))), many(self, conn, rows))[1])
     return sent

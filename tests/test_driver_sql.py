@@ -97,17 +97,25 @@ def test_a_driver_error_is_raised_as_sqlalchemy_raises_it(engine):
 
 
 @pytest.mark.both_databases
-def test_run_many_writes_every_row_and_counts_only_the_new_ones(engine):
-    from crmconnector.store import insert_unless_there
+def test_insert_rows_writes_every_row_in_one_statement_and_counts_only_the_new_ones(engine, monkeypatch):
+    from crmconnector import store
+    from tests.conftest import sent_statements
 
-    if_new = DriverStatement(insert_unless_there(engine.dialect.name, chats))
     rows = [{"id": chat_id, "started": False, "updated_at": utcnow()} for chat_id in ("c1", "c2", "c3")]
+    sent = sent_statements(engine, monkeypatch)
     with engine.begin() as conn:
-        assert DriverStatement(console_events.insert()).run_many(
-            conn, [{**_EVENT, "chat_id": f"m{n}"} for n in range(3)]) == 3
-        assert if_new.run_many(conn, rows[:2]) == 2
-        assert if_new.run_many(conn, rows[1:]) == 1  # c2 is there already
+        assert store.insert_rows(conn, console_events, [{**_EVENT, "chat_id": f"m{n}"} for n in range(3)]) == 3
+        assert store.insert_rows(conn, chats, rows[:2], new_only=True) == 2
+        assert store.insert_rows(conn, chats, rows[1:], new_only=True) == 1  # c2 is there already
+    def rows_per_insert() -> list[int]:
+        return [sql.count("), (") + 1 for sql, _ in sent if sql.startswith("INSERT")]
+    assert rows_per_insert() == [3, 2, 2]
+    monkeypatch.setattr(store, "ROWS_PER_INSERT", 2)
+    more = [{"id": f"d{n}", "started": False, "updated_at": utcnow()} for n in range(5)]
+    with engine.begin() as conn:
+        assert store.insert_rows(conn, chats, more, new_only=True) == 5
+    assert rows_per_insert()[3:] == [2, 2, 1]
     with reading(engine) as conn:
-        assert sorted(conn.execute(select(chats.c.id)).scalars()) == ["c1", "c2", "c3"]
+        assert sorted(conn.execute(select(chats.c.id)).scalars()) == ["c1", "c2", "c3", "d0", "d1", "d2", "d3", "d4"]
         stored = conn.execute(select(*_COLUMNS).order_by(console_events.c.id)).all()
     assert [row._asdict() for row in stored] == [{**_EVENT, "chat_id": f"m{n}"} for n in range(3)]
