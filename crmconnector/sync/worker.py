@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from sqlalchemy import Connection, Engine, and_, bindparam, exists, func, or_, select, text
+from sqlalchemy import Connection, Engine, and_, bindparam, exists, func, literal, or_, select
 
 from crmconnector.crm.base import CRMBackend
 from crmconnector.metrics import OUTBOX_DONE
@@ -75,12 +75,25 @@ def _candidates_for(postgres: bool, limit: int) -> Any:
     statement = _candidates.get((postgres, limit))
     if statement is None:
         if postgres:
-            # Lock only as many rows as we may take, so other instances can claim the rest meanwhile.
-            statement = _CANDIDATES.limit(limit).with_for_update(skip_locked=True, of=outbox)
+            # Lock only as many rows as we may take, so other instances can claim the rest meanwhile, and
+            # try each one's (kind, key) advisory lock in the same round trip (see `_KEY_LOCKED`).
+            rows = _CANDIDATES.add_columns(outbox.c.due_at).limit(limit).with_for_update(
+                skip_locked=True, of=outbox).subquery()
+            statement = select(rows.c.id, rows.c.kind, rows.c.key, rows.c.attempts,
+                               _key_locked(rows.c.kind, rows.c.key)).order_by(rows.c.due_at, rows.c.id)
         else:
             statement = _CANDIDATES.limit(limit * 4)
         _candidates[(postgres, limit)] = statement
     return statement
+
+
+def _key_locked(kind: Any, key: Any) -> Any:
+    """A transaction-scoped advisory lock on (kind, key), tried for each candidate the sub-select
+    returned: two instances claiming different rows of one chat at the same moment cannot both pass
+    the held-elsewhere check. Taken before the UPDATE, whose own snapshot then sees what the lock's
+    previous holder committed."""
+    name = literal("outbox:") + kind + literal(":") + key
+    return func.pg_try_advisory_xact_lock(func.hashtextextended(name, 0)).label("locked")
 
 
 def claim_due(conn: Connection, token: str, now: datetime, lease_until: datetime, limit: int = 1) -> list[Item]:
@@ -95,7 +108,7 @@ def claim_due(conn: Connection, token: str, now: datetime, lease_until: datetime
     for row in conn.execute(_candidates_for(postgres, limit), {"now": now}).all():
         if (row.kind, row.key) in keys or len(claimed) >= limit:
             continue
-        if postgres and not _lock_key(conn, row.kind, row.key):
+        if postgres and not row.locked:
             continue  # another instance is claiming this chat's item right now
         result = conn.execute(_TAKE, {"item": row.id, "now": now, "token": token, "until": lease_until,
                                       "attempts": row.attempts + 1})
@@ -103,13 +116,6 @@ def claim_due(conn: Connection, token: str, now: datetime, lease_until: datetime
             keys.add((row.kind, row.key))
             claimed.append(Item(row.id, row.kind, row.key, row.attempts + 1, token))
     return claimed
-
-
-def _lock_key(conn: Connection, kind: str, key: str) -> bool:
-    """A transaction-scoped advisory lock on (kind, key): two instances claiming different rows of one
-    chat at the same moment cannot both pass the held-elsewhere check."""
-    return bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 0))"),
-                             {"k": f"outbox:{kind}:{key}"}).scalar())
 
 
 _HELD_BY = outbox.update().where(outbox.c.id == bindparam("item"), outbox.c.claimed_by == bindparam("token"),
