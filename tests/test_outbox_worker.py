@@ -311,3 +311,33 @@ def test_stopping_a_worker_gives_back_the_items_it_holds(platform, runtime):
     [item] = outbox_rows(runtime)
     assert (item["status"], item["claimed_by"]) == ("pending", None)
     assert make_worker(runtime, name="next").run_once() == 1
+
+
+def test_a_handler_slower_than_its_lease_keeps_the_item_from_other_workers(runtime, platform):
+    """The lease is renewed while the handler runs (a chat log with large media to a slow CRM), so no
+    other worker takes the item over meanwhile and posts it a second time."""
+    platform.start_chat()
+    platform.post("chat.ended", ended(60))
+    slow = make_worker(runtime, name="slow", lease_seconds=0.6)
+    other = make_worker(runtime, name="other", lease_seconds=0.6)
+    ran = []
+
+    def handler(worker, item):
+        ran.append(worker.name)
+        time.sleep(2.0)  # more than three lease lengths
+
+    slow.handlers = other.handlers = {"chat_log": handler}
+    [item] = slow.claim()
+    processing = threading.Thread(target=slow.process, args=(item,))
+    processing.start()
+    taken_over = []
+    while processing.is_alive():
+        taken_over += other.claim()
+        time.sleep(0.05)
+    assert taken_over == [] and ran == ["slow"]
+    [row] = [r for r in outbox_rows(runtime) if r["kind"] == "chat_log"]
+    assert row["status"] == "done" and row["attempts"] == 1 and row["claimed_by"] is None
+    deadline = time.monotonic() + 5  # with nothing held any more, the renewing thread ends
+    while any(t.name == "slow-leases" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name == "slow-leases" for t in threading.enumerate())

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from sqlalchemy import Connection, Engine, and_, bindparam, exists, func, literal, or_, select
 
@@ -130,9 +131,56 @@ def release(conn: Connection, item: Item, **values: Any) -> bool:
     return bool(result.rowcount)
 
 
+def renew(conn: Connection, item: Item, until: datetime) -> bool:
+    """Extend the item's lease to `until`, in the caller's transaction, only if this claim still
+    holds it; True when it did."""
+    return bool(conn.execute(_HELD_BY, {"item": item.id, "token": item.token, "claimed_until": until}).rowcount)
+
+
 def finish_done(conn: Connection, item: Item, note: str | None = None) -> None:
     """Mark the item done, in the caller's transaction (only if this claim still holds it)."""
     release(conn, item, status="done", last_error=note)
+
+
+class LeaseKeeper:
+    """Renews the leases of the items a worker is processing, every third of the lease. A handler may
+    take longer than the lease (large media to a slow CRM); without this, another worker would take the
+    item over meanwhile and post its files a second time. The thread runs only while items are held."""
+
+    def __init__(self, worker: "Worker"):
+        self.worker = worker
+        self._held: dict[int, Item] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def keeping(self, item: Item) -> Iterator[None]:
+        with self._lock:
+            self._held[item.id] = item
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=f"{self.worker.name}-leases", daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.pop(item.id, None)
+
+    def _run(self) -> None:
+        worker = self.worker
+        while not worker._stop.wait(worker.lease_seconds / 3):
+            with self._lock:
+                items = list(self._held.values())
+                if not items:
+                    self._thread = None
+                    return
+            until = worker.clock() + timedelta(seconds=worker.lease_seconds)
+            try:
+                worker.write(lambda conn: [renew(conn, item, until) for item in items])
+            except Exception:  # noqa: BLE001 - e.g. the database is away: the next round tries again
+                log.warning("could not renew the leases of %d outbox items", len(items), exc_info=True)
+        with self._lock:
+            self._thread = None
 
 
 class Worker:
@@ -160,6 +208,7 @@ class Worker:
         # Runs a write transaction: in the server, the intake's group committer, so that claims and
         # finishes share the callbacks' transactions instead of queuing for the write lock on their own.
         self._write = write
+        self._leases = LeaseKeeper(self)
 
     def write(self, work: Callable[[Connection], Any]) -> Any:
         """`work(conn)` in a write transaction (possibly shared with other work); its result once
@@ -207,7 +256,8 @@ class Worker:
         try:
             if handler is None:
                 raise LookupError(f"no handler for outbox kind {item.kind!r}")
-            handler(self, item)
+            with self._leases.keeping(item):
+                handler(self, item)
         except Done:
             OUTBOX_DONE.labels(item.kind, "done").inc()
         except Exception as exc:  # noqa: BLE001 - every failure is recorded on its own item
