@@ -12,15 +12,15 @@ import functools
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, literal_column, select, union_all
 
 from crmconnector import console, optout
 from crmconnector.chatstate import load_assignments
 from crmconnector.driver_sql import DriverStatement
 from crmconnector.events import ChatAssigned, ChatEnded, ChatMessage, ChatTransferred, Envelope
 from crmconnector.intake import EventContext, Outcome, handles
-from crmconnector.store import (chat_activity, chat_media, chat_messages, chats, insert_if_new, insert_unless_there,
-                                update_chat, utcnow)
+from crmconnector.store import (ROWS_PER_INSERT, chat_activity, chat_media, chat_messages, chats, hold_work,
+                                insert_if_new, insert_unless_there, update_chat, utcnow)
 from crmconnector.sync.outbox import enqueue, queue_chat_log
 
 
@@ -45,22 +45,67 @@ def _chat_row(conn: Connection, chat_id: str) -> dict[str, Any]:
 
 
 _MESSAGE_FIELDS = ("message_id", "sender", "text", "sent_at", "agent", "media")
+Message = tuple[str, dict[str, Any]]  # chat id, message row
 
 
 @functools.cache
-def _message_into_chat(dialect_name: str) -> DriverStatement:
-    """The message's INSERT that also returns its chat's row: one statement (one round trip on
-    PostgreSQL) for the commonest event. It inserts nothing, and returns nothing, when the chat has no
-    row yet or the message is stored already; the caller then takes the general path."""
-    values = select(chats.c.id, *(bindparam(name, type_=chat_messages.c[name].type) for name in _MESSAGE_FIELDS)
-                    ).where(chats.c.id == bindparam("chat"))
+def _messages_into_chats(dialect_name: str, count: int) -> DriverStatement:
+    """One INSERT of `count` messages (bound as chat_0, message_id_0, …) that also returns each inserted
+    message's chat row: one statement (one round trip on PostgreSQL) for all of a batch's messages. A
+    message whose chat has no row yet, or that is stored already, is neither inserted nor returned."""
+    def one(n: int) -> Any:
+        return select(chats.c.id, *(bindparam(f"{name}_{n}", type_=chat_messages.c[name].type)
+                                    for name in _MESSAGE_FIELDS)).where(chats.c.id == bindparam(f"chat_{n}"))
+    selects: list[Any] = [one(n) for n in range(count)]
+    source: Any = union_all(*selects) if count > 1 else selects[0]
 
-    def of_chat(column: Any) -> Any:
-        return select(column).where(chats.c.id == bindparam("chat")).scalar_subquery().label(column.name)
+    def of_chat(column: Any) -> Any:  # the inserted row's chat, looked up in RETURNING
+        inserted_chat: Any = literal_column(f"{chat_messages.name}.chat_id")
+        return select(column).where(chats.c.id == inserted_chat).scalar_subquery().label(column.name)
     return DriverStatement(
-        insert_unless_there(dialect_name, chat_messages).from_select(["chat_id", *_MESSAGE_FIELDS], values)
-        .returning(chat_messages.c.chat_id.label("id"),
+        insert_unless_there(dialect_name, chat_messages).from_select(["chat_id", *_MESSAGE_FIELDS], source)
+        .returning(chat_messages.c.chat_id.label("id"), chat_messages.c.message_id,
                    *(of_chat(column) for column in (chats.c.agent_email, chats.c.ended_at, chats.c.crm_status))))
+
+
+def _insert_messages(conn: Connection, messages: list[Message]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Insert the messages whose chat has a row, ROWS_PER_INSERT at a time; their chat rows by (chat id,
+    message id)."""
+    added = {}
+    for start in range(0, len(messages), ROWS_PER_INSERT):
+        chunk = messages[start:start + ROWS_PER_INSERT]
+        params = {f"{key}_{n}": value for n, (chat_id, row) in enumerate(chunk)
+                  for key, value in (("chat", chat_id), *row.items())}
+        for chat in _messages_into_chats(conn.dialect.name, len(chunk)).all(conn, params):
+            added[(chat.pop("id"), chat.pop("message_id"))] = chat
+    return added
+
+
+def _store_messages(conn: Connection, messages: list[Message]) -> None:
+    """Store the messages and what each new one causes. Held in a group-commit batch, a batch's messages
+    come here together at its end (`hold_work`)."""
+    added = _insert_messages(conn, messages)
+    for chat_id, row in messages:
+        chat = added.pop((chat_id, row["message_id"]), None)
+        if chat is not None:
+            chat["id"] = chat_id
+        else:  # the chat's first event, or a message stored already
+            chat = _chat_row(conn, chat_id)
+            if not insert_if_new(conn, chat_messages, {"chat_id": chat_id, **row}):
+                continue  # the same message under another event id changes nothing
+        _message_added(conn, chat, row)
+
+
+def _message_added(conn: Connection, chat: dict[str, Any], row: dict[str, Any]) -> None:
+    if row["sender"] == "consumer":
+        for position, item in enumerate(row["media"]):
+            conn.execute(chat_media.insert().values(chat_id=chat["id"], message_id=row["message_id"],
+                                                    position=position, url=item["url"],
+                                                    filename=item.get("filename"), status="pending"))
+        if optout.keyword(row["text"]) is not None:
+            enqueue(conn, "opt_out", chat["id"])
+    _publish(conn, chat, "message")
+    _after_ended(conn, chat)
 
 
 def _record_activity(conn: Connection, chat_id: str, event_id: str, kind: str, at: Any, data: dict[str, Any]) -> None:
@@ -114,25 +159,11 @@ def apply_assigned(context: EventContext, conn: Connection, envelope: Envelope, 
 def apply_message(context: EventContext, conn: Connection, envelope: Envelope, data: ChatMessage,
                   prepared: Any) -> Outcome:
     message = data.message
-    media = [m.model_dump(exclude_none=True) for m in message.media]
     row = {"message_id": message.id, "sender": message.sender, "text": message.text, "sent_at": message.sent_at,
-           "agent": _person(message.agent), "media": media}
-    chat = _message_into_chat(conn.dialect.name).first(conn, {"chat": data.chat.id, **row})
-    added = chat is not None
-    if chat is None:  # the chat's first event, or a message stored already
-        chat = _chat_row(conn, data.chat.id)
-        added = insert_if_new(conn, chat_messages, {"chat_id": chat["id"], **row})
-    if added:  # the same message under another event id changes nothing
-        if message.sender == "consumer":
-            for position, item in enumerate(media):
-                conn.execute(chat_media.insert().values(chat_id=chat["id"], message_id=message.id,
-                                                        position=position, url=item["url"],
-                                                        filename=item.get("filename"), status="pending"))
-        if message.sender == "consumer" and optout.keyword(message.text) is not None:
-            enqueue(conn, "opt_out", chat["id"])
-        _publish(conn, chat, "message")
-        _after_ended(conn, chat)
-    return _ok(chat["id"])
+           "agent": _person(message.agent), "media": [m.model_dump(exclude_none=True) for m in message.media]}
+    if not hold_work(conn, _store_messages, (data.chat.id, row)):
+        _store_messages(conn, [(data.chat.id, row)])
+    return _ok(data.chat.id)
 
 
 @handles("chat.transferred")

@@ -13,7 +13,7 @@ import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from sqlalchemy import (JSON, Boolean, Column, Connection, DateTime, Engine, ForeignKey, Index, Integer, LargeBinary,
                         MetaData, String, Table, Text, bindparam, create_engine, event)
@@ -373,6 +373,7 @@ def update_chat(conn: Connection, chat_id: str, values: dict[str, Any]) -> None:
 # -- rows written together at the end of a group-commit batch ---------------------------------------
 
 _LATER = "crmconnector.later"
+_WORK = "crmconnector.later-work"
 
 
 class BatchConflict(Exception):
@@ -382,17 +383,34 @@ class BatchConflict(Exception):
 
 @contextmanager
 def batched_inserts(conn: Connection) -> Iterator[None]:
-    """Within this block, `insert_or_hold` holds rows and they are written at its end, all of a table
-    in one multi-row INSERT: one statement (one round trip on PostgreSQL) for the whole batch."""
+    """Within this block, `hold_work` keeps work and `insert_or_hold` holds rows for its end: each kind
+    of work then runs once for all its items, and the rows are written all of a table in one multi-row
+    INSERT. One statement (one round trip on PostgreSQL) for the whole batch instead of one per event."""
+    work: dict[Callable[[Connection, list[Any]], None], list[Any]] = {}
     held: dict[tuple[Table, bool, tuple[str, ...]], list[dict[str, Any]]] = {}
-    conn.info[_LATER] = held
+    conn.info[_WORK], conn.info[_LATER] = work, held
     try:
         yield
+        while work:  # first, as the work may hold rows
+            finish = next(iter(work))
+            finish(conn, work.pop(finish))
         for (table, new_only, _), rows in held.items():
             if insert_rows(conn, table, rows, new_only) != len(rows):
                 raise BatchConflict(f"a {table.name} row of this batch exists already")
     finally:
-        conn.info.pop(_LATER, None)  # the info dict outlives the checkout
+        conn.info.pop(_WORK, None)  # the info dict outlives the checkout
+        conn.info.pop(_LATER, None)
+
+
+def hold_work(conn: Connection, finish: Callable[[Connection, list[Any]], None], item: Any) -> bool:
+    """In a batch, keep `item` for `finish(conn, items)`, called once with all of them at the batch's
+    end (before its held rows are written, in the same transaction); True. Outside a batch False: the
+    caller does the work now."""
+    work = conn.info.get(_WORK)
+    if work is None:
+        return False
+    work.setdefault(finish, []).append(item)
+    return True
 
 
 ROWS_PER_INSERT = 100  # well within both databases' limits on parameters per statement

@@ -237,16 +237,18 @@ def _post_held(app: Any, writer: GroupCommitter, bodies: list[bytes]) -> list[tu
     return answers
 
 
-def _message(event_id: str, chat_id: str, message_id: str) -> bytes:
+def _message(event_id: str, chat_id: str, message_id: str, text: str | None = None,
+             media: list[dict[str, str]] | None = None) -> bytes:
     return json.dumps({"id": event_id, "type": "chat.message", "occurred_at": "2026-11-21T17:03:11Z",
                        "data": {"chat": {"id": chat_id}, "message": {
-                           "id": message_id, "sender": "consumer", "text": f"text of {message_id}",
-                           "sent_at": "2026-11-21T17:03:11Z"}}}).encode()
+                           "id": message_id, "sender": "consumer", "text": text or f"text of {message_id}",
+                           "sent_at": "2026-11-21T17:03:11Z", "media": media or []}}}).encode()
 
 
 @pytest.mark.both_databases
-def test_a_batch_writes_its_events_and_console_rows_with_one_insert_per_table(app, runtime, platform, monkeypatch):
-    """Rows that nothing in the batch reads back are written at its end, all of a table in one
+def test_a_batch_writes_its_messages_events_and_console_rows_with_one_insert_per_table(app, runtime, platform,
+                                                                                       monkeypatch):
+    """A batch's messages, events rows and console rows are written at its end, each table's in one
     multi-row INSERT: on PostgreSQL one statement and one round trip instead of one per event."""
     from crmconnector.store import console_events
 
@@ -261,12 +263,44 @@ def test_a_batch_writes_its_events_and_console_rows_with_one_insert_per_table(ap
         return [(sql.count("), (") + 1, sets) for sql, sets in sent if sql.startswith(f"INSERT INTO {table} ")]
     assert rows_of("events") == [(5, 1)]
     assert rows_of("console_events") == [(5, 1)]
+    assert [sql.count(" UNION ALL ") + 1 for sql, _ in sent if sql.startswith("INSERT INTO chat_messages ")] == [5]
     with reading(runtime.engine) as conn:
         stored = conn.execute(select(events.c.id, events.c.response_status).where(events.c.id.like("evt_b%"))).all()
         consoles = conn.execute(select(console_events.c.agent_email, console_events.c.kind)
                                 .where(console_events.c.kind == "message")).all()
     assert sorted(stored) == [(f"evt_b{n}", 200) for n in range(5)]
     assert consoles == [("agent1@example.com", "message")] * 5
+
+
+@pytest.mark.both_databases
+def test_a_batch_of_messages_stores_each_new_one_once_with_what_it_causes(app, runtime, platform):
+    """Held messages that the batch's INSERT cannot take (the chat's first event, the same message under
+    another event id) take the general path at the batch's end; media and opt-out words still count."""
+    from crmconnector.store import chat_media, chat_messages, chats, console_events, outbox
+
+    platform.start_chat("c-held")
+    platform.post("chat.assigned", {"chat": {"id": "c-held"}, "assigned_at": "2026-11-21T17:01:00Z",
+                                    "agent": {"id": "a1", "email": "agent1@example.com", "name": "Agent One"}})
+    picture = {"url": "https://media.example.com/p/1.jpg", "content_type": "image/jpeg", "filename": "1.jpg"}
+    bodies = [_message("evt_h1", "c-held", "m1", media=[picture]),
+              _message("evt_h2", "c-new", "n1"),  # no chat row yet
+              _message("evt_h3", "c-held", "m1"),  # m1 again, under another event id
+              _message("evt_h4", "c-held", "m2", text="STOP")]
+    answers = _post_held(app, runtime.intake.writer, bodies)
+    assert [status for status, _ in answers] == [200] * 4
+    assert [body["chat_id"] for _, body in answers] == ["c-held", "c-new", "c-held", "c-held"]
+    with reading(runtime.engine) as conn:
+        messages = conn.execute(select(chat_messages.c.chat_id, chat_messages.c.message_id, func.count())
+                                .group_by(chat_messages.c.chat_id, chat_messages.c.message_id)).all()
+        placeholder = conn.execute(select(chats.c.started).where(chats.c.id == "c-new")).scalar_one()
+        media = conn.execute(select(chat_media.c.message_id, chat_media.c.url)).all()
+        consoles = conn.execute(select(console_events.c.chat_id).where(console_events.c.kind == "message")).all()
+        queued = conn.execute(select(outbox.c.kind, outbox.c.key).where(outbox.c.kind == "opt_out")).all()
+    assert sorted(messages) == [("c-held", "m1", 1), ("c-held", "m2", 1), ("c-new", "n1", 1)]
+    assert placeholder is False
+    assert media == [("m1", picture["url"])]
+    assert consoles == [("c-held",), ("c-held",)]  # one per new message of the chat with an agent
+    assert queued == [("opt_out", "c-held")]
 
 
 @pytest.mark.both_databases
