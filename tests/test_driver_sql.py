@@ -107,6 +107,7 @@ def test_insert_rows_writes_every_row_in_one_statement_and_counts_only_the_new_o
         assert store.insert_rows(conn, console_events, [{**_EVENT, "chat_id": f"m{n}"} for n in range(3)]) == 3
         assert store.insert_rows(conn, chats, rows[:2], new_only=True) == 2
         assert store.insert_rows(conn, chats, rows[1:], new_only=True) == 1  # c2 is there already
+
     def rows_per_insert() -> list[int]:
         return [sql.count("), (") + 1 for sql, _ in sent if sql.startswith("INSERT")]
     assert rows_per_insert() == [3, 2, 2]

@@ -259,6 +259,7 @@ def test_a_batch_writes_its_messages_events_and_console_rows_with_one_insert_per
     bodies = [_message(f"evt_b{n}", "c-batch", f"m{n}") for n in range(5)]
     answers = _post_held(app, runtime.intake.writer, bodies)
     assert answers == [(200, {"status": "ok", "chat_id": "c-batch"})] * 5
+
     def rows_of(table: str) -> list[tuple[int, int]]:  # (rows in its VALUES, parameter sets) per INSERT
         return [(sql.count("), (") + 1, sets) for sql, sets in sent if sql.startswith(f"INSERT INTO {table} ")]
     assert rows_of("events") == [(5, 1)]

@@ -318,13 +318,13 @@ def test_a_handler_slower_than_its_lease_keeps_the_item_from_other_workers(runti
     other worker takes the item over meanwhile and posts it a second time."""
     platform.start_chat()
     platform.post("chat.ended", ended(60))
-    slow = make_worker(runtime, name="slow", lease_seconds=0.6)
-    other = make_worker(runtime, name="other", lease_seconds=0.6)
+    slow = make_worker(runtime, name="slow", lease_seconds=1.0)
+    other = make_worker(runtime, name="other", lease_seconds=1.0)
     ran = []
 
     def handler(worker, item):
         ran.append(worker.name)
-        time.sleep(2.0)  # more than three lease lengths
+        time.sleep(3.5)  # more than three lease lengths
 
     slow.handlers = other.handlers = {"chat_log": handler}
     [item] = slow.claim()

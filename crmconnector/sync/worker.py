@@ -77,7 +77,7 @@ def _candidates_for(postgres: bool, limit: int) -> Any:
     if statement is None:
         if postgres:
             # Lock only as many rows as we may take, so other instances can claim the rest meanwhile, and
-            # try each one's (kind, key) advisory lock in the same round trip (see `_KEY_LOCKED`).
+            # try each one's (kind, key) advisory lock in the same round trip (`_key_locked`).
             rows = _CANDIDATES.add_columns(outbox.c.due_at).limit(limit).with_for_update(
                 skip_locked=True, of=outbox).subquery()
             statement = select(rows.c.id, rows.c.kind, rows.c.key, rows.c.attempts,
