@@ -128,13 +128,17 @@ class LocalCRM:
                 values = self._validated(conn, object_name, fields, partial=True)
                 values["LastModifiedDate"] = utcnow()
                 conn.execute(update(table).where(table.c.Id == record_id).values(**values))
-            file_ids = self._attach(conn, record_id, files)
+            file_ids = self._attach(conn, record_id, files, new_record=created)
         return UpsertResult(id=record_id, created=created, file_ids=file_ids)
 
-    def _attach(self, conn: Any, parent_id: str, files: Sequence[FileUpload]) -> dict[str, str]:
-        have = {row.Description[len(FILE_KEY_PREFIX):]: row.Id
-                for row in conn.execute(_statement("files_of", "ContentVersion"), {"parent": parent_id})
-                if (row.Description or "").startswith(FILE_KEY_PREFIX)}
+    def _attach(self, conn: Any, parent_id: str, files: Sequence[FileUpload], new_record: bool
+                ) -> dict[str, str]:
+        if not files:
+            return {}
+        have = {} if new_record else {  # a record created just now has no files to look up
+            row.Description[len(FILE_KEY_PREFIX):]: row.Id
+            for row in conn.execute(_statement("files_of", "ContentVersion"), {"parent": parent_id})
+            if (row.Description or "").startswith(FILE_KEY_PREFIX)}
         for upload in files:
             if upload.key not in have:
                 have[upload.key] = self._insert(conn, "ContentVersion", {
