@@ -22,7 +22,7 @@ from crmconnector.preferences import pop_settings
 from crmconnector.screenpop import PopSettings, ScreenPop, decide
 from crmconnector.screenpop.decide import Links, record_pop
 from crmconnector.settings import Settings
-from crmconnector.store import chats, update_chat, utcnow
+from crmconnector.store import chats, insert_if_new, update_chat, utcnow
 from crmconnector.sync.outbox import enqueue, queue_chat_log
 
 
@@ -97,7 +97,6 @@ def _linked_json(record: Record | None) -> dict[str, str] | None:
 # Built once (building statements per event cost more than running them).
 _EXISTING = DriverStatement(select(chats.c.linked_id, chats.c.ended_at, chats.c.agent_email).where(
     chats.c.id == bindparam("chat")))
-_NEW_CHAT = DriverStatement(chats.insert())
 
 
 @handles("chat.started", prepare=_prepare)
@@ -124,10 +123,12 @@ def apply_started(context: EventContext, conn: Connection, envelope: Envelope, d
         body.update(match={"outcome": prepared.match.outcome, "consumer_number": chat.consumer_number,
                            "records": records},
                     screen_pop=prepared.pop.as_json(), linked_record=_linked_json(linked))
-    existing = _EXISTING.first(conn, {"chat": chat.id})
-    if existing is None:
-        _NEW_CHAT.run(conn, {"id": chat.id, **values})
-    else:
+    # The chat's row is new unless an earlier event of the chat came first (or the same chat.started under
+    # another event id): insert first, one statement in the common case, and look only when it was there.
+    existing = None
+    if not insert_if_new(conn, chats, {"id": chat.id, **values}):
+        existing = _EXISTING.first(conn, {"chat": chat.id})
+    if existing is not None:
         if existing["linked_id"]:  # an agent already chose a record: keep their choice
             for column in link_values(None):
                 values.pop(column, None)

@@ -88,3 +88,16 @@ def test_a_different_number_with_the_same_last_digits_does_not_match(platform, c
 def test_extensions_in_crm_phone_fields_are_ignored(platform, crm):
     cid = _contact(crm, "Ext", "415-555-0132 ext. 44")
     assert platform.start_chat().json["match"]["records"][0]["id"] == cid
+
+
+def test_a_new_chat_is_one_insert_without_a_look_first(platform, runtime, monkeypatch):
+    """chat.started is nearly always the chat's first event: its row is inserted at once, and the row is
+    read (to complete a placeholder) only when that insert finds it there."""
+    from tests.conftest import sent_statements
+
+    sent = sent_statements(runtime.engine, monkeypatch)
+    assert platform.start_chat().status_code == 200
+    assert [sql.split(" (")[0] for sql, _ in sent if sql.startswith("INSERT INTO chats ")] == ["INSERT INTO chats"]
+    assert not any(sql.startswith("SELECT chats.linked_id") for sql, _ in sent)
+    assert platform.start_chat(lang="es").status_code == 200  # the same chat again, under another event id
+    assert any(sql.startswith("SELECT chats.linked_id") for sql, _ in sent)
