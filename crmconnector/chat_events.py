@@ -12,7 +12,7 @@ import functools
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Connection, bindparam, literal_column, select, union_all
+from sqlalchemy import Connection, bindparam, literal_column, or_, select, union_all
 
 from crmconnector import console, optout
 from crmconnector.chatstate import load_assignments
@@ -183,17 +183,28 @@ def apply_transferred(context: EventContext, conn: Connection, envelope: Envelop
     return _ok(chat["id"])
 
 
+# Two different chat.ended reports: the later end wins, whatever the arrival order. Returns the chat's
+# row when this end was stored (one statement for a known chat), nothing when the chat has no row yet or
+# ended later.
+_END_CHAT = DriverStatement(
+    chats.update().where(chats.c.id == bindparam("chat"), or_(chats.c.ended_at.is_(None),
+                                                              chats.c.ended_at <= bindparam("end")))
+    .values(ended_at=bindparam("end"), disconnected_by=bindparam("by"), disposition=bindparam("why"),
+            updated_at=bindparam("now"))
+    .returning(chats.c.id, chats.c.agent_email, chats.c.ended_at, chats.c.crm_status))
+
+
 @handles("chat.ended")
 def apply_ended(context: EventContext, conn: Connection, envelope: Envelope, data: ChatEnded,
                 prepared: Any) -> Outcome:
-    chat = _chat_row(conn, data.chat.id)
     ended = data.chat
-    # Two different chat.ended reports: the later end wins, whatever the arrival order.
-    if chat.get("ended_at") is None or ended.ended_at >= chat["ended_at"]:
-        values = {"ended_at": ended.ended_at, "disconnected_by": ended.disconnected_by,
-                  "disposition": ended.disposition, "updated_at": utcnow()}
-        update_chat(conn, chat["id"], values)
-        chat.update(values)
+    end = {"chat": ended.id, "end": ended.ended_at, "by": ended.disconnected_by, "why": ended.disposition,
+           "now": utcnow()}
+    chat = _END_CHAT.first(conn, end)
+    if chat is None:  # the chat's first event, or a later end is stored already
+        chat = _chat_row(conn, ended.id)  # a placeholder row when it is the first
+        if chat["ended_at"] is None:
+            chat = _END_CHAT.first(conn, end) or chat
     _after_ended(conn, chat)
     _publish(conn, chat, "ended")
     return Outcome(202, {"status": "accepted", "chat_id": chat["id"]})

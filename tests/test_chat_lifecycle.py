@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from crmconnector.store import chat_messages, chats, console_events, reading
-from tests.chat_support import (CHAT, FULL_CHAT_DESCRIPTION, HUCK, TOM, assigned, ended, full_chat, make_worker,
+from tests.chat_support import (CHAT, FULL_CHAT_DESCRIPTION, HUCK, TOM, assigned, at, ended, full_chat, make_worker,
                                 message, outbox_rows, post_all, started, task_files, tasks, transferred)
 
 
@@ -183,3 +183,21 @@ def test_a_repeated_event_replays_its_response_without_a_second_effect(platform,
     assert (first.status_code, again.status_code) == (202, 202)
     assert again.json == first.json
     assert [r["kind"] for r in outbox_rows(runtime)] == ["chat_log"]
+
+
+def test_the_later_of_two_ends_wins_in_either_order_and_a_known_chat_ends_in_one_statement(platform, runtime,
+                                                                                           monkeypatch):
+    from tests.conftest import sent_statements
+
+    sent = sent_statements(runtime.engine, monkeypatch)
+    for chat_id, seconds in (("e1", (60, 90)), ("e2", (90, 60)), ("e3", (90,))):
+        if chat_id != "e3":
+            platform.start_chat(chat_id)
+        for n, second in enumerate(seconds):
+            assert platform.post("chat.ended", ended(second, chat_id, disposition=f"report {n}")).status_code == 202
+    ends = [(_chat(runtime, c)["ended_at"].isoformat(), _chat(runtime, c)["disposition"]) for c in ("e1", "e2", "e3")]
+    late = at(90).replace("Z", "+00:00")
+    assert ends == [(late, "report 1"), (late, "report 0"), (late, "report 0")]
+    assert _chat(runtime, "e3")["started"] is False  # ended before it started: a placeholder row
+    reads = [sql for sql, _ in sent if sql.startswith("SELECT chats.id, chats.agent_email")]
+    assert len(reads) == 2  # e2's earlier second report, and e3's first event; none for a known chat's end
