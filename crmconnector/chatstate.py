@@ -142,7 +142,8 @@ def load(conn: Connection, chat_id: str) -> ChatState | None:
                       r["data"].get("to_agent"), r["data"].get("to_queue"))
          for r in activity if r["kind"] == "transfer"),
         key=lambda t: (t.at, natural_key(t.event_id)))
-    media_rows = _MEDIA.all(conn, {"chat": chat_id})
+    # Media rows exist only for messages that carry media: most chats have none, and no read for them.
+    media_rows = _MEDIA.all(conn, {"chat": chat_id}) if any(m.media for m in messages) else []
     media = {(r["message_id"], r["position"]): MediaStatus(r["status"], r["reason"], r["filename"],
                                                            r["content_version_id"]) for r in media_rows}
     return ChatState(chat, tuple(messages), tuple(assignments_from(activity)), tuple(transfers), media)

@@ -2,6 +2,7 @@
 attached, and media that could not be fetched noted on its message's line."""
 from __future__ import annotations
 
+from crmconnector.store import reading
 from crmconnector.sync.handlers import default_fetcher
 from tests.chat_support import ended, fake_fetch, make_worker, message, started, task_files, tasks
 
@@ -81,3 +82,22 @@ def test_media_is_fetched_once_and_a_refusal_is_final(platform, runtime, crm):
     assert ("[2026-11-21 17:03:15Z] Consumer: [attached: a.jpg] "
             "[media not attached: https://media.example/gone (HTTP 404)]") in task.fields["Description"]
     assert [name for name, _ in task_files(crm, task.id)] == ["a.jpg"]
+
+
+def test_the_chat_state_reads_media_rows_only_for_a_chat_with_media(platform, runtime, monkeypatch):
+    from crmconnector import chatstate
+    from tests.conftest import sent_statements
+
+    platform.start_chat("plain")
+    platform.post("chat.message", message("m1", "consumer", "no pictures", 10, chat_id="plain"))
+    platform.start_chat("pictures")
+    platform.post("chat.message", message("m1", "consumer", "a picture", 10, chat_id="pictures",
+                                          media=[{"url": "https://media.example.com/p/1.jpg"}]))
+    sent = sent_statements(runtime.engine, monkeypatch)
+    with reading(runtime.engine) as conn:
+        plain = chatstate.load(conn, "plain")
+        assert [s for s, _ in sent if "FROM chat_media" in s] == []
+        pictures = chatstate.load(conn, "pictures")
+    assert plain is not None and plain.media == {}
+    assert [s for s, _ in sent if "FROM chat_media" in s] != []
+    assert pictures is not None and list(pictures.media) == [("m1", 0)]
