@@ -227,6 +227,24 @@ def test_upsert_with_files_is_idempotent_and_keeps_the_bytes(crm):
     assert crm.file_data(first.file_ids["m1"]) == b"\xff\xd8jpeg-bytes"
 
 
+def test_an_upsert_looks_up_the_records_files_only_when_it_may_have_some(crm, monkeypatch):
+    """Nearly every chat log is a Task without files, and a record created just now has none: no look-up
+    then. An update with files still finds the ones attached before (the test above)."""
+    from tests.conftest import sent_statements
+
+    sent = sent_statements(crm.engine, monkeypatch)
+    fields = {"Subject": "SMS chat", "CallObject": "sms-chat-2", "Status": "Completed"}
+    crm.upsert_with_files("Task", "CallObject", fields)
+    crm.upsert_with_files("Task", "CallObject", fields)
+    crm.upsert_with_files("Task", "CallObject", {**fields, "CallObject": "sms-chat-3"},
+                          [FileUpload("m1", "a.txt", "text/plain", b"a")])
+    assert not any("FROM crm_contentversion" in sql for sql, _ in sent)
+    crm.upsert_with_files("Task", "CallObject", {**fields, "CallObject": "sms-chat-3"},
+                          [FileUpload("m1", "a.txt", "text/plain", b"a")])
+    assert any("FROM crm_contentversion" in sql for sql, _ in sent)
+    assert count(crm, "ContentVersion") == 1
+
+
 def test_bulk_load_indexes_phones_like_create(crm):
     crm.bulk_load("Contact", [{"LastName": f"n{i:02d}", "Phone": f"(415) 555-01{i:02d}"} for i in range(50)])
     found = crm.find_by_phone(["+14155550107", "+14155550149"], ["Contact"])
