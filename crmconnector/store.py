@@ -351,17 +351,6 @@ def insert_unless_there(dialect_name: str, table: Table) -> Any:
     return dialect.insert(table).on_conflict_do_nothing()
 
 
-@functools.cache
-def _if_new(dialect_name: str, table: Table) -> DriverStatement:
-    return DriverStatement(insert_unless_there(dialect_name, table).returning(*table.primary_key.columns))
-
-
-def insert_if_new(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
-    """Insert the row unless its key exists (INSERT … ON CONFLICT DO NOTHING RETURNING, built once per
-    table and dialect): one statement instead of a look-up and an insert. True when the row is new."""
-    return _if_new(conn.dialect.name, table).first(conn, values) is not None
-
-
 _UPDATE_CHAT = DriverStatement(chats.update().where(chats.c.id == bindparam("chat")))  # SETs what is passed
 
 
@@ -438,6 +427,12 @@ def _rows_insert(dialect_name: str, table: Table, new_only: bool, count: int, ke
     insert = insert_unless_there(dialect_name, table) if new_only else table.insert()
     return DriverStatement(insert.values([{key: bindparam(f"{key}_{n}", type_=table.c[key].type) for key in keys}
                                           for n in range(count)]))
+
+
+def insert_if_new(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
+    """Insert the row unless its key exists (INSERT … ON CONFLICT DO NOTHING): one statement instead of
+    a look-up and an insert. True when the row is new."""
+    return insert_rows(conn, table, [values], new_only=True) == 1
 
 
 def insert_or_hold(conn: Connection, table: Table, values: dict[str, Any], new_only: bool = False) -> bool:
