@@ -468,6 +468,15 @@ def reading(engine: Engine) -> Any:
     return engine.connect().execution_options(read_only=True)
 
 
+def single_statement_write(engine: Engine) -> Any:
+    """A connection for a write of one statement (and reads before it): on PostgreSQL in autocommit, so
+    the statement is its own transaction without BEGIN and COMMIT (two round trips more than itself); on
+    SQLite a write transaction, which takes the write lock."""
+    if engine.dialect.name == "postgresql":
+        return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    return engine.begin()
+
+
 def migrate(engine: Engine) -> None:
     """Create or upgrade the schema to the newest migration."""
     from crmconnector import migrations

@@ -245,6 +245,30 @@ def test_an_upsert_looks_up_the_records_files_only_when_it_may_have_some(crm, mo
     assert count(crm, "ContentVersion") == 1
 
 
+@pytest.mark.both_databases
+def test_a_new_record_without_files_is_created_by_one_statement(crm, monkeypatch):
+    """The chat log's usual upsert: one `INSERT … WHERE NOT EXISTS` (on PostgreSQL in autocommit, so no
+    BEGIN and COMMIT either) instead of a look-up and an insert in a transaction. An existing key still
+    updates its one record."""
+    from crmconnector.driver_sql import DriverStatement
+
+    sent: list[tuple[str, Any]] = []
+    run = DriverStatement._execute
+    monkeypatch.setattr(DriverStatement, "_execute", lambda self, conn, plan, params: (
+        sent.append((plan.compiled.string, conn.get_execution_options().get("isolation_level"))),
+        run(self, conn, plan, params))[1])
+    fields = {"Subject": "SMS chat", "CallObject": "sms-chat-7", "Status": "Completed"}
+    first = crm.upsert_with_files("Task", "CallObject", fields)
+    assert first.created and len(sent) == 1
+    sql, isolation = sent[0]
+    assert sql.startswith("INSERT INTO crm_task") and "NOT (EXISTS" in sql
+    if crm.engine.dialect.name == "postgresql":
+        assert isolation == "AUTOCOMMIT"
+    again = crm.upsert_with_files("Task", "CallObject", {**fields, "Subject": "SMS chat (updated)"})
+    assert not again.created and again.id == first.id and count(crm, "Task") == 1
+    assert crm.get("Task", first.id).fields["Subject"] == "SMS chat (updated)"
+
+
 def test_bulk_load_indexes_phones_like_create(crm):
     crm.bulk_load("Contact", [{"LastName": f"n{i:02d}", "Phone": f"(415) 555-01{i:02d}"} for i in range(50)])
     found = crm.find_by_phone(["+14155550107", "+14155550149"], ["Contact"])
