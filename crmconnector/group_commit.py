@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 from concurrent.futures import Future
+from collections import Counter
 from typing import Any, Callable
 
 from sqlalchemy import Connection, Engine
@@ -37,7 +38,7 @@ class GroupCommitter:
     """Runs work in shared write transactions on its writer threads; `on_commit` gets what each commit
     must wake."""
 
-    def __init__(self, engine: Engine, on_commit: Callable[[set[str]], None], max_batch: int = MAX_BATCH,
+    def __init__(self, engine: Engine, on_commit: Callable[[Counter[str]], None], max_batch: int = MAX_BATCH,
                  writers: int = 1):
         self.engine = engine
         self.on_commit = on_commit
@@ -126,7 +127,7 @@ class GroupCommitter:
             future.set_result(results[0])
             self.on_commit(wakeups)
 
-    def _transaction(self, works: list[Work]) -> tuple[list[Any], set[str]]:
+    def _transaction(self, works: list[Work]) -> tuple[list[Any], Counter[str]]:
         with self.engine.begin() as conn:
             take_wakeups(conn)  # left over from an earlier use of this pooled connection
             if len(works) == 1:  # alone, its rows are written at once: it sees its own conflicts

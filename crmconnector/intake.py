@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -56,7 +57,7 @@ class EventContext:
     engine: Engine
     crm: CRMBackend
     settings: Settings
-    notify: Callable[[bool, bool], None]  # after a commit: wake (agents' consoles, the outbox worker)
+    notify: Callable[[bool, int], None]  # after a commit: wake (agents' consoles, outbox threads for new items)
     ready: Callable[[], bool] = lambda: True  # False while the schema is not yet migrated
 
 
@@ -85,9 +86,9 @@ class Intake:
         self.writer = GroupCommitter(context.engine, self._wake)
         from crmconnector import abandoned_intake, chat_events, chats  # noqa: F401  (register handlers)
 
-    def _wake(self, wakeups: set[str]) -> None:
+    def _wake(self, wakeups: Counter[str]) -> None:
         if wakeups:
-            self.context.notify("consoles" in wakeups, "outbox" in wakeups)
+            self.context.notify(wakeups["consoles"] > 0, wakeups["outbox"])
 
     def close(self) -> None:
         self.writer.close()

@@ -64,11 +64,12 @@ class Runtime:
             log.info("the database is reachable again; schema is current")
             return
 
-    def notify(self, consoles: bool = True, outbox: bool = True) -> None:
-        """After a commit: wake agents' streams (on every instance) and one idle outbox thread."""
+    def notify(self, consoles: bool = True, outbox: int = 1) -> None:
+        """After a commit: wake agents' streams (on every instance) and an idle outbox thread for each of
+        `outbox` new items."""
         if consoles:
             self.wakeup.notify()
-        if outbox:
+        for _ in range(outbox):
             self.outbox_signal.notify()
 
     def on_close(self, stop: Callable[[], Any]) -> None:

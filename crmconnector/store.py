@@ -10,6 +10,7 @@ import functools
 import os
 import sqlite3
 import threading
+from collections import Counter
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -450,13 +451,15 @@ _WAKEUPS = "crmconnector.wakeups"
 
 
 def wake_after_commit(conn: Connection, what: str) -> None:
-    """Note that this transaction wrote something a listener waits for ("consoles" or "outbox")."""
-    conn.info.setdefault(_WAKEUPS, set()).add(what)
+    """Note that this transaction wrote something a listener waits for: "consoles" (a console event) or
+    "outbox" (once per new item: each wakes one outbox thread)."""
+    conn.info.setdefault(_WAKEUPS, Counter())[what] += 1
 
 
-def take_wakeups(conn: Connection) -> set[str]:
-    """What the transaction so far asked to wake, forgetting it (the info dict outlives the checkout)."""
-    return conn.info.pop(_WAKEUPS, None) or set()
+def take_wakeups(conn: Connection) -> Counter[str]:
+    """What the transaction so far asked to wake, and how often, forgetting it (the info dict outlives
+    the checkout)."""
+    return conn.info.pop(_WAKEUPS, None) or Counter()
 
 
 def reading(engine: Engine) -> Any:

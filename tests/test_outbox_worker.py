@@ -341,3 +341,37 @@ def test_a_handler_slower_than_its_lease_keeps_the_item_from_other_workers(runti
     while any(t.name == "slow-leases" for t in threading.enumerate()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(t.name == "slow-leases" for t in threading.enumerate())
+
+
+def test_each_new_item_wakes_a_thread_of_its_own_that_claims_it_without_a_look(runtime, monkeypatch):
+    """Items enqueued in one transaction wake one outbox thread each; a woken thread claims and processes
+    its item and waits again. Only a thread whose wait timed out looks (a read) before claiming."""
+    from crmconnector.sync.outbox import enqueue
+    from crmconnector.sync.worker import Worker
+    from tests.conftest import sent_statements
+
+    runtime.intake.writer.run(lambda conn: [enqueue(conn, "chat_log", key) for key in ("a", "b", "c")])
+    signal = runtime.outbox_signal
+    assert [signal.wait(0) for _ in range(4)] == [True, True, True, False]  # one wake per new item
+
+    worker = Worker.for_runtime(runtime)
+    assert worker.run_once() == 3
+    sent = sent_statements(runtime.engine, monkeypatch)
+    rounds = iter([("d",), ("e", "f"), ()])
+
+    def wait(timeout: float) -> bool:
+        """The thread's waits: woken by what is pending, else new items arrive, then it is stopped."""
+        if signal.wait(0):
+            return True
+        keys = next(rounds)
+        if not keys:
+            worker._stop.set()
+            return False
+        runtime.intake.writer.run(lambda conn: [enqueue(conn, "chat_log", key) for key in keys])
+        return signal.wait(0)
+
+    worker._wait = wait
+    worker._loop()
+    looks = [sql for sql, _ in sent if sql.startswith("SELECT outbox.id \nFROM")]
+    assert len(looks) == 1  # the first pass polls and finds nothing; the woken ones do not look
+    assert {r["key"]: r["status"] for r in outbox_rows(runtime)} == {k: "done" for k in "abcdef"}

@@ -299,10 +299,16 @@ class Worker:
             self._threads.append(thread)
 
     def _loop(self) -> None:
-        woken = False  # a thread woken for new work claims at once; a thread that timed out polls
+        # A thread woken for a new item claims at once and processes that one: each new item wakes a
+        # thread of its own (`WorkSignal` keeps the wakes of a busy moment), so looking for more after it
+        # would only cost a read per item. A thread that timed out polls, and drains what it finds.
+        woken = False
         while not self._stop.is_set():
             try:
-                busy = self.run_once(limit=PASS_LIMIT, expect_work=woken) if woken or self._worth_claiming() else 0
+                if woken:
+                    busy = self.run_once(limit=1, expect_work=True)
+                else:
+                    busy = self.run_once(limit=PASS_LIMIT) if self._worth_claiming() else 0
             except Exception:  # noqa: BLE001 - e.g. the database is away for a moment
                 log.exception("outbox worker pass failed")
                 busy = 0
