@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from sqlalchemy import Connection, bindparam, literal_column, or_, select, union_all
 
 from crmconnector import console, optout
-from crmconnector.chatstate import load_assignments
+from crmconnector.chatstate import assignments_from
 from crmconnector.driver_sql import DriverStatement
 from crmconnector.events import ChatAssigned, ChatEnded, ChatMessage, ChatTransferred, Envelope
 from crmconnector.intake import EventContext, Outcome, handles
@@ -38,10 +38,31 @@ _NEW_CHAT = chats.insert()
 def _chat_row(conn: Connection, chat_id: str) -> dict[str, Any]:
     """The chat's row, created as a placeholder (not started) when this is its first event."""
     row = _CHAT.first(conn, {"chat": chat_id})
-    if row is None:
-        conn.execute(_NEW_CHAT, {"id": chat_id, "started": False, "updated_at": utcnow()})
-        return {"id": chat_id, "agent_email": None, "ended_at": None, "crm_status": None}
-    return row
+    return row if row is not None else _new_chat(conn, chat_id)
+
+
+def _new_chat(conn: Connection, chat_id: str) -> dict[str, Any]:
+    conn.execute(_NEW_CHAT, {"id": chat_id, "started": False, "updated_at": utcnow()})
+    return {"id": chat_id, "agent_email": None, "ended_at": None, "crm_status": None}
+
+
+# The chat's row with its assignments and transfers (one row per activity, or one with NULLs): what an
+# assignment or a transfer needs, in one statement.
+_ACTIVITY_FIELDS = ("event_id", "kind", "at", "data")
+_CHAT_AND_ACTIVITY = DriverStatement(
+    select(chats.c.id, chats.c.agent_email, chats.c.ended_at, chats.c.crm_status,
+           *(chat_activity.c[name] for name in _ACTIVITY_FIELDS))
+    .select_from(chats.outerjoin(chat_activity, chat_activity.c.chat_id == chats.c.id))
+    .where(chats.c.id == bindparam("chat")))
+
+
+def _chat_with_activity(conn: Connection, chat_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The chat's row (a placeholder when this is its first event) and its activity rows."""
+    rows = _CHAT_AND_ACTIVITY.all(conn, {"chat": chat_id})
+    if not rows:
+        return _new_chat(conn, chat_id), []
+    chat = {name: rows[0][name] for name in ("id", "agent_email", "ended_at", "crm_status")}
+    return chat, [{name: row[name] for name in _ACTIVITY_FIELDS} for row in rows if row["event_id"] is not None]
 
 
 _MESSAGE_FIELDS = ("message_id", "sender", "text", "sent_at", "agent", "media")
@@ -108,15 +129,18 @@ def _message_added(conn: Connection, chat: dict[str, Any], row: dict[str, Any]) 
     _after_ended(conn, chat)
 
 
-def _record_activity(conn: Connection, chat_id: str, event_id: str, kind: str, at: Any, data: dict[str, Any]) -> None:
-    insert_if_new(conn, chat_activity, {"chat_id": chat_id, "event_id": event_id, "kind": kind, "at": at,
-                                        "data": data})
+def _record_activity(conn: Connection, chat_id: str, activity: list[dict[str, Any]], event_id: str, kind: str,
+                     at: Any, data: dict[str, Any]) -> None:
+    """Store the assignment or transfer (once per event id) and add it to the chat's `activity` rows."""
+    row = {"event_id": event_id, "kind": kind, "at": at, "data": data}
+    if insert_if_new(conn, chat_activity, {"chat_id": chat_id, **row}):
+        activity.append(row)
 
 
-def _refresh_agent(conn: Connection, chat: dict[str, Any]) -> str | None:
-    """Recompute the current agent (latest by time) and first acceptance; return the previous agent's
-    e-mail when the current agent changed."""
-    assignments = load_assignments(conn, chat["id"])
+def _refresh_agent(conn: Connection, chat: dict[str, Any], activity: list[dict[str, Any]]) -> str | None:
+    """Recompute the current agent (latest by time) and first acceptance from the chat's activity rows;
+    return the previous agent's e-mail when the current agent changed."""
+    assignments = assignments_from(activity)
     if not assignments:
         return None
     current = assignments[-1].agent
@@ -147,9 +171,10 @@ def _ok(chat_id: str) -> Outcome:
 @handles("chat.assigned")
 def apply_assigned(context: EventContext, conn: Connection, envelope: Envelope, data: ChatAssigned,
                    prepared: Any) -> Outcome:
-    chat = _chat_row(conn, data.chat.id)
-    _record_activity(conn, chat["id"], envelope.id, "assigned", data.assigned_at, {"agent": _person(data.agent)})
-    _refresh_agent(conn, chat)
+    chat, activity = _chat_with_activity(conn, data.chat.id)
+    _record_activity(conn, chat["id"], activity, envelope.id, "assigned", data.assigned_at,
+                     {"agent": _person(data.agent)})
+    _refresh_agent(conn, chat, activity)
     _publish(conn, chat, "pop")
     _after_ended(conn, chat)
     return _ok(chat["id"])
@@ -169,12 +194,12 @@ def apply_message(context: EventContext, conn: Connection, envelope: Envelope, d
 @handles("chat.transferred")
 def apply_transferred(context: EventContext, conn: Connection, envelope: Envelope, data: ChatTransferred,
                       prepared: Any) -> Outcome:
-    chat = _chat_row(conn, data.chat.id)
+    chat, activity = _chat_with_activity(conn, data.chat.id)
     transfer = data.transfer
     record = {"status": transfer.status, "from_agent": _person(transfer.from_agent),
               "to_agent": _person(transfer.to_agent), "to_queue": _person(transfer.to_queue)}
-    _record_activity(conn, chat["id"], envelope.id, "transfer", transfer.at, record)
-    previous = _refresh_agent(conn, chat)
+    _record_activity(conn, chat["id"], activity, envelope.id, "transfer", transfer.at, record)
+    previous = _refresh_agent(conn, chat, activity)
     if previous:
         console.publish(conn, previous, chat["id"], "transferred", {"chat_id": chat["id"]})
         _publish(conn, chat, "pop")

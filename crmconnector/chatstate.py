@@ -115,15 +115,11 @@ def assignments_from(rows: Sequence[Any]) -> list[Assignment]:
     return sorted(found, key=lambda a: a.sort_key)
 
 
-# Built once: every chat log and every assignment loads these.
+# Built once: every chat log loads these.
 _CHAT = DriverStatement(select(chats).where(chats.c.id == bindparam("chat")))
 _MESSAGES = DriverStatement(select(chat_messages).where(chat_messages.c.chat_id == bindparam("chat")))
 _ACTIVITY = DriverStatement(select(chat_activity).where(chat_activity.c.chat_id == bindparam("chat")))
 _MEDIA = DriverStatement(select(chat_media).where(chat_media.c.chat_id == bindparam("chat")))
-
-
-def load_assignments(conn: Connection, chat_id: str) -> list[Assignment]:
-    return assignments_from(_ACTIVITY.all(conn, {"chat": chat_id}))
 
 
 def load(conn: Connection, chat_id: str) -> ChatState | None:

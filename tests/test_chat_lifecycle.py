@@ -161,6 +161,26 @@ def test_a_message_to_a_known_chat_is_stored_and_its_chat_read_in_one_statement(
         assert conn.execute(select(chat_messages.c.text)).scalars().all() == ["hi"]
 
 
+def test_an_assignment_reads_its_chat_and_earlier_assignments_in_one_statement(platform, runtime, monkeypatch):
+    """chat.assigned and chat.transferred need the chat's row (its current agent) and every assignment
+    so far (the latest wins): one read joins them, and the new one is added without reading it back."""
+    from tests.conftest import sent_statements
+
+    platform.start_chat()
+    sent = sent_statements(runtime.engine, monkeypatch)
+    platform.post("chat.assigned", assigned(TOM, 10))
+    platform.post("chat.transferred", transferred("ended", 30, from_agent=TOM, to_agent=HUCK))
+    platform.post("chat.assigned", assigned(TOM, 20))  # reported late: the transfer at 30 stays the latest
+    reads = [sql for sql, _ in sent if sql.startswith("SELECT")]
+    assert len(reads) == 3 and all("LEFT OUTER JOIN chat_activity" in sql for sql in reads)
+    chat = _chat(runtime)
+    assert chat["agent_email"] == "huck@example.com"
+    assert chat["assigned_at"].isoformat() == "2026-11-21T17:03:20+00:00"  # the first acceptance
+    assert _console(runtime) == [("tom@example.com", "pop"), ("tom@example.com", "transferred"),
+                                 ("huck@example.com", "pop"), ("huck@example.com", "transferred"),
+                                 ("huck@example.com", "pop")]
+
+
 def test_agents_consoles_hear_pops_messages_transfers_and_the_end(platform, runtime):
     platform.start_chat()
     platform.post("chat.assigned", assigned(TOM, 10))
