@@ -10,7 +10,8 @@ have exactly one Task (GET /api/crm/Task?CallObject=sms-chat-<id>).
 Reports events/s, p50/p99 latency (client-side, request sent to response read), errors, the CPU time the
 servers (connector processes and PostgreSQL) spent per event, and `calibration_ms`: the time a fixed piece
 of Python work takes in the client just before the run. The machine's speed varies (a shared host), so
-runs are comparable only at similar calibration. Loopback only; bounded in count and time.
+runs are comparable only at similar calibration. Loopback only; bounded in count and time. The connector
+reaches PostgreSQL over its Unix socket, as on a one-machine installation (`--pg-tcp`: loopback TCP).
 
     python bench/load.py --db sqlite --instances 1
     python bench/load.py --matrix            # the table in BENCHMARKS.md
@@ -257,7 +258,8 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     pg = None
     if args.db == "postgres":
         pg = PgServer.start()
-        database_url = pg.url(pg.create_database())
+        name = pg.create_database()
+        database_url = pg.url(name) if args.pg_tcp else pg.socket_url(name)
     else:
         database_url = f"sqlite:///{work / 'state.db'}"
     env = {"CRMCONNECTOR_ABANDONED_TICKETS": "off"}
@@ -288,7 +290,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         drain = time.monotonic() - drain_start
         tally = asyncio.run(verify(instances[0].port, run.started_chats, args.clients))
         lat = sorted(run.latencies)
-        return {"db": args.db, "instances": args.instances, "workers": args.workers, "chats": args.chats,
+        return {"db": args.db, "pg_connection": ("tcp" if args.pg_tcp else "socket") if pg else None, "instances": args.instances, "workers": args.workers, "chats": args.chats,
                 "calibration_ms": speed,
                 "clients": clients, "events": run.sent, "seconds": round(wall, 2),
                 "events_per_s": round(run.sent / wall, 1), "p50_ms": round(lat[len(lat) // 2] * 1000, 1),
@@ -316,6 +318,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10_000, help="measured events at most")
     parser.add_argument("--seconds", type=float, default=60, help="measured seconds at most")
     parser.add_argument("--drain-seconds", type=float, default=300)
+    parser.add_argument("--pg-tcp", action="store_true",
+                        help="connect to PostgreSQL over loopback TCP instead of its Unix socket")
     parser.add_argument("--matrix", action="store_true", help="run the BENCHMARKS.md table")
     args = parser.parse_args()
     if not args.matrix:

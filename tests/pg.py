@@ -120,6 +120,10 @@ class PgServer:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
+    def socket_url(self, database: str = "postgres") -> str:
+        """The same database over the server's Unix socket, as a client on the same machine connects."""
+        return f"postgresql://postgres@/{database}?host={self.root}&port={self.port}"
+
     def admin(self) -> psycopg.Connection:
         return psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
                                autocommit=True)
