@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, literal, null, select, union_all
 
 from crmconnector.driver_sql import DriverStatement
 from crmconnector.store import chat_activity, chat_media, chat_messages, chats
@@ -115,10 +115,16 @@ def assignments_from(rows: Sequence[Any]) -> list[Assignment]:
     return sorted(found, key=lambda a: a.sort_key)
 
 
-# Built once: every chat log loads these.
+# Built once: every chat log loads these. The messages and the activity (assignments, transfers) come
+# in one read, each row saying which it is, in the messages' column names.
 _CHAT = DriverStatement(select(chats).where(chats.c.id == bindparam("chat")))
-_MESSAGES = DriverStatement(select(chat_messages).where(chat_messages.c.chat_id == bindparam("chat")))
-_ACTIVITY = DriverStatement(select(chat_activity).where(chat_activity.c.chat_id == bindparam("chat")))
+_MESSAGES_AND_ACTIVITY = DriverStatement(union_all(
+    select(literal("message").label("source"), chat_messages.c.message_id, chat_messages.c.sender,
+           chat_messages.c.text, chat_messages.c.sent_at, chat_messages.c.agent, chat_messages.c.media)
+    .where(chat_messages.c.chat_id == bindparam("chat")),
+    select(literal("activity"), chat_activity.c.event_id, chat_activity.c.kind, null(), chat_activity.c.at,
+           chat_activity.c.data, null())
+    .where(chat_activity.c.chat_id == bindparam("chat"))))
 _MEDIA = DriverStatement(select(chat_media).where(chat_media.c.chat_id == bindparam("chat")))
 
 
@@ -127,12 +133,13 @@ def load(conn: Connection, chat_id: str) -> ChatState | None:
     chat = _CHAT.first(conn, {"chat": chat_id})
     if chat is None:
         return None
-    message_rows = _MESSAGES.all(conn, {"chat": chat_id})
+    rows = _MESSAGES_AND_ACTIVITY.all(conn, {"chat": chat_id})
     messages = sorted(
         (MessageState(r["message_id"], r["sender"], r["text"] or "", r["sent_at"], r["agent"], r["media"] or [])
-         for r in message_rows),
+         for r in rows if r["source"] == "message"),
         key=lambda m: (m.sent_at, natural_key(m.message_id)))
-    activity = _ACTIVITY.all(conn, {"chat": chat_id})
+    activity = [{"event_id": r["message_id"], "kind": r["sender"], "at": r["sent_at"], "data": r["agent"]}
+                for r in rows if r["source"] == "activity"]
     transfers = sorted(
         (TransferStep(r["at"], r["event_id"], r["data"].get("status", ""), r["data"].get("from_agent"),
                       r["data"].get("to_agent"), r["data"].get("to_queue"))
