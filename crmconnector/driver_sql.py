@@ -16,6 +16,20 @@ from sqlalchemy import Connection
 from sqlalchemy.sql import Executable
 
 
+def run_script(conn: Connection, statements: list[str]) -> None:
+    """Send statements without parameters (see `DriverStatement.literal_sql`) in one round trip, as one
+    query string (PostgreSQL's simple query protocol): the first that fails stops the rest and raises as
+    SQLAlchemy would."""
+    script = ";\n".join(statements)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(script)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        conn._handle_dbapi_exception(exc, script, None, None, None)
+    finally:
+        cursor.close()
+
+
 @dataclass(frozen=True)
 class _Plan:
     compiled: Any  # SQLAlchemy's compiled form: the SQL text, bind names and conversions
@@ -66,6 +80,17 @@ class DriverStatement:
             cursor.close()
         return [{name: convert(value) if convert is not None else value
                  for name, convert, value in zip(plan.columns, plan.results, row)} for row in raw if row is not None]
+
+    def literal_sql(self, conn: Connection, params: dict[str, Any]) -> str:
+        """The statement with its parameters rendered as SQL literals by the driver (psycopg's client-side
+        binding, PostgreSQL only), to be sent with others in one round trip by `run_script`."""
+        import psycopg
+
+        plan = self._plan(conn, params)
+        if plan is None or plan.positional is not None:
+            raise ValueError("literal SQL is for PostgreSQL statements without Python-side defaults")
+        cursor = psycopg.ClientCursor(conn.connection.driver_connection)  # type: ignore[arg-type]
+        return cursor.mogrify(plan.compiled.string, self._arguments(plan, params))
 
     @staticmethod
     def _arguments(plan: _Plan, params: dict[str, Any]) -> Any:

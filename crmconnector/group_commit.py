@@ -5,9 +5,9 @@ queue on the database's write lock and hand the interpreter lock back and forth 
 and their BEGIN and COMMIT (round trips on PostgreSQL) cost as much as the work itself. Here request
 threads hand their work to a writer thread, which runs whatever has queued up meanwhile in one
 transaction and then answers each caller. Rows that no work of the batch reads back are held and
-written at its end, all of a table in one multi-row INSERT (`store.batched_inserts`). When anything in
-a batch fails, the batch is rolled back and its work is run again one per transaction, so one bad
-event never changes another's answer.
+written at its end, all of a table in one multi-row INSERT (`store.batched_inserts`; on PostgreSQL
+they go with the COMMIT in one round trip). When anything in a batch fails, the batch is rolled back
+and its work is run again one per transaction, so one bad event never changes another's answer.
 """
 from __future__ import annotations
 
@@ -133,6 +133,6 @@ class GroupCommitter:
             if len(works) == 1:  # alone, its rows are written at once: it sees its own conflicts
                 results = [works[0](conn)]
             else:
-                with batched_inserts(conn):
+                with batched_inserts(conn, commit=True):
                     results = [work(conn) for work in works]
             return results, take_wakeups(conn)

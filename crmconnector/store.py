@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeDecorator
 
-from crmconnector.driver_sql import DriverStatement
+from crmconnector.driver_sql import DriverStatement, run_script
 
 metadata = MetaData()
 
@@ -372,10 +372,13 @@ class BatchConflict(Exception):
 
 
 @contextmanager
-def batched_inserts(conn: Connection) -> Iterator[None]:
+def batched_inserts(conn: Connection, commit: bool = False) -> Iterator[None]:
     """Within this block, `hold_work` keeps work and `insert_or_hold` holds rows for its end: each kind
     of work then runs once for all its items, and the rows are written all of a table in one multi-row
-    INSERT. One statement (one round trip on PostgreSQL) for the whole batch instead of one per event."""
+    INSERT. One statement (one round trip on PostgreSQL) for the whole batch instead of one per event.
+
+    `commit`: the block ends the transaction. On PostgreSQL its held rows and the COMMIT are then sent
+    as one query string (`_insert_held_and_commit`); the caller's own commit finds nothing left to do."""
     work: dict[Callable[[Connection, list[Any]], None], list[Any]] = {}
     held: dict[tuple[Table, bool, tuple[str, ...]], list[dict[str, Any]]] = {}
     conn.info[_WORK], conn.info[_LATER] = work, held
@@ -384,6 +387,9 @@ def batched_inserts(conn: Connection) -> Iterator[None]:
         while work:  # first, as the work may hold rows
             finish = next(iter(work))
             finish(conn, work.pop(finish))
+        if commit and held and conn.dialect.name == "postgresql":
+            _insert_held_and_commit(conn, held)
+            return
         for (table, new_only, _), rows in held.items():
             if insert_rows(conn, table, rows, new_only) != len(rows):
                 raise BatchConflict(f"a {table.name} row of this batch exists already")
@@ -412,13 +418,27 @@ def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]], new_
 
     One statement for many rows costs the client and PostgreSQL a third to a half less than the
     driver's executemany, which still runs the statement once per row."""
+    return sum(statement.run(conn, params) for statement, params in _inserts(conn, table, rows, new_only))
+
+
+def _inserts(conn: Connection, table: Table, rows: list[dict[str, Any]], new_only: bool
+             ) -> Iterator[tuple[DriverStatement, dict[str, Any]]]:
+    """The multi-row INSERTs of these rows, ROWS_PER_INSERT at a time, with their parameters."""
     keys = tuple(rows[0])
-    inserted = 0
     for start in range(0, len(rows), ROWS_PER_INSERT):
         chunk = rows[start:start + ROWS_PER_INSERT]
         params = {f"{key}_{n}": row[key] for n, row in enumerate(chunk) for key in keys}
-        inserted += _rows_insert(conn.dialect.name, table, new_only, len(chunk), keys).run(conn, params)
-    return inserted
+        yield _rows_insert(conn.dialect.name, table, new_only, len(chunk), keys), params
+
+
+def _insert_held_and_commit(conn: Connection, held: dict[tuple[Table, bool, tuple[str, ...]], list[dict[str, Any]]]
+                            ) -> None:
+    """A batch's held rows and its COMMIT in one query string: one round trip instead of one per table
+    and one for the COMMIT. Rows whose key must be new go without ON CONFLICT here, so a key that exists
+    fails the string, and with it the batch, which then runs again one by one (as BatchConflict does)."""
+    statements = [statement.literal_sql(conn, params) for (table, _, _), rows in held.items()
+                  for statement, params in _inserts(conn, table, rows, new_only=False)]
+    run_script(conn, [*statements, "COMMIT"])
 
 
 @functools.cache

@@ -112,9 +112,11 @@ def workdir(tmp_path: Any, monkeypatch: Any) -> Any:
 
 def sent_statements(engine: Any, monkeypatch: Any) -> list[tuple[str, int]]:
     """Record every statement sent from now on, with its number of parameter sets (more than one for an
-    executemany): those through SQLAlchemy and those run on the driver's cursor (crmconnector.driver_sql)."""
+    executemany): those through SQLAlchemy and those run on the driver's cursor (crmconnector.driver_sql),
+    each statement of a script (`run_script`, one round trip for several) on its own."""
     from sqlalchemy import event
 
+    from crmconnector import driver_sql, store
     from crmconnector.driver_sql import DriverStatement
 
     sent: list[tuple[str, int]] = []
@@ -123,4 +125,11 @@ def sent_statements(engine: Any, monkeypatch: Any) -> list[tuple[str, int]]:
     one = DriverStatement._execute
     monkeypatch.setattr(DriverStatement, "_execute", lambda self, conn, plan, params: (
         sent.append((plan.compiled.string, 1)), one(self, conn, plan, params))[1])
+    script = driver_sql.run_script
+    monkeypatch.setattr(store, "run_script", lambda conn, statements: (
+        sent.extend((sql, 1) for sql in statements), SCRIPTS.append(list(statements)), script(conn, statements))[2])
+    SCRIPTS.clear()
     return sent
+
+
+SCRIPTS: list[list[str]] = []  # the scripts `sent_statements` saw, each a list of statements
