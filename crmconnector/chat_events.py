@@ -210,12 +210,12 @@ def apply_transferred(context: EventContext, conn: Connection, envelope: Envelop
 
 # Two different chat.ended reports: the later end wins, whatever the arrival order. Returns the chat's
 # row when this end was stored (one statement for a known chat), nothing when the chat has no row yet or
-# ended later.
+# ended later. The chat log is then due: its CRM status turns pending in the same statement.
 _END_CHAT = DriverStatement(
     chats.update().where(chats.c.id == bindparam("chat"), or_(chats.c.ended_at.is_(None),
                                                               chats.c.ended_at <= bindparam("end")))
     .values(ended_at=bindparam("end"), disconnected_by=bindparam("by"), disposition=bindparam("why"),
-            updated_at=bindparam("now"))
+            crm_status="pending", crm_error=None, updated_at=bindparam("now"))
     .returning(chats.c.id, chats.c.agent_email, chats.c.ended_at, chats.c.crm_status))
 
 
@@ -226,11 +226,14 @@ def apply_ended(context: EventContext, conn: Connection, envelope: Envelope, dat
     end = {"chat": ended.id, "end": ended.ended_at, "by": ended.disconnected_by, "why": ended.disposition,
            "now": utcnow()}
     chat = _END_CHAT.first(conn, end)
-    if chat is None:  # the chat's first event, or a later end is stored already
+    if chat is not None:  # a known chat: its end and pending CRM status are stored; the chat log is due
+        enqueue(conn, "chat_log", chat["id"])
+        _publish(conn, chat, "status")
+    else:  # the chat's first event, or a later end is stored already
         chat = _chat_row(conn, ended.id)  # a placeholder row when it is the first
         if chat["ended_at"] is None:
             chat = _END_CHAT.first(conn, end) or chat
-    _after_ended(conn, chat)
+        _after_ended(conn, chat)
     _publish(conn, chat, "ended")
     return Outcome(202, {"status": "accepted", "chat_id": chat["id"]})
 

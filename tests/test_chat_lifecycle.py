@@ -205,6 +205,23 @@ def test_a_repeated_event_replays_its_response_without_a_second_effect(platform,
     assert [r["kind"] for r in outbox_rows(runtime)] == ["chat_log"]
 
 
+def test_a_known_chats_end_stores_its_pending_crm_status_in_the_same_update(platform, runtime, monkeypatch):
+    """chat.ended of a known chat: one UPDATE stores the end and the chat log's pending status, one INSERT
+    enqueues the chat log; the agent hears of both."""
+    from tests.conftest import sent_statements
+
+    platform.start_chat()
+    platform.post("chat.assigned", assigned(TOM, 10))
+    sent = sent_statements(runtime.engine, monkeypatch)
+    assert platform.post("chat.ended", ended(60)).status_code == 202
+    chat_writes = [sql.split(" SET ")[0].split(" (")[0] for sql, _ in sent
+                   if sql.startswith(("UPDATE", "INSERT INTO chats", "INSERT INTO outbox"))]
+    assert chat_writes == ["UPDATE chats", "INSERT INTO outbox"]
+    assert _chat(runtime)["crm_status"] == "pending"
+    assert _console(runtime)[-2:] == [("tom@example.com", "status"), ("tom@example.com", "ended")]
+    assert [(r["kind"], r["status"]) for r in outbox_rows(runtime)] == [("chat_log", "pending")]
+
+
 def test_the_later_of_two_ends_wins_in_either_order_and_a_known_chat_ends_in_one_statement(platform, runtime,
                                                                                            monkeypatch):
     from tests.conftest import sent_statements
