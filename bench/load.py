@@ -290,7 +290,8 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         drain = time.monotonic() - drain_start
         tally = asyncio.run(verify(instances[0].port, run.started_chats, args.clients))
         lat = sorted(run.latencies)
-        return {"db": args.db, "pg_connection": ("tcp" if args.pg_tcp else "socket") if pg else None, "instances": args.instances, "workers": args.workers, "chats": args.chats,
+        return {"db": args.db, "pg_connection": ("tcp" if args.pg_tcp else "socket") if pg else None,
+                "instances": args.instances, "workers": args.workers, "chats": args.chats,
                 "calibration_ms": speed,
                 "clients": clients, "events": run.sent, "seconds": round(wall, 2),
                 "events_per_s": round(run.sent / wall, 1), "p50_ms": round(lat[len(lat) // 2] * 1000, 1),

@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from concurrent.futures import Future
 from collections import Counter
+from concurrent.futures import Future
 from typing import Any, Callable
 
 from sqlalchemy import Connection, Engine
