@@ -345,3 +345,19 @@ def test_rows_held_for_a_batch_that_fails_are_dropped_with_it(engine):
         assert _stored_in(conn) == [2]
         assert insert_or_hold(conn, rows, {"n": 2}, new_only=True) is False
     assert _stored(engine) == [2]
+
+
+@pytest.mark.both_databases
+def test_held_rows_keep_quotes_backslashes_and_placeholders_exactly(app, runtime, platform):
+    """On PostgreSQL a batch's held rows travel as SQL literals in one query string: whatever the
+    platform sent (quotes, backslashes, percent signs, semicolons, non-ASCII) is stored exactly."""
+    platform.start_chat("c-odd")
+    texts = ["it's \"fine\"", "back\\slash \\n and \\\\", "%s %(x)s 100%", "end; COMMIT; DROP TABLE events;--",
+             "naïve café ☕ \u00e9\u0301"]
+    bodies = [_message(f"evt_q{n}", "c-odd", f"q{n}", text=text) for n, text in enumerate(texts)]
+    answers = _post_held(app, runtime.intake.writer, bodies)
+    assert [status for status, _ in answers] == [200] * len(texts)
+    with reading(runtime.engine) as conn:
+        payloads = dict(conn.execute(select(events.c.id, events.c.payload).where(events.c.id.like("evt_q%"))).all())
+    assert [payloads[f"evt_q{n}"]["data"]["message"]["text"] for n in range(len(texts))] == texts
+    assert {event_id: json.loads(body) for event_id, body in zip(sorted(payloads), bodies)} == payloads
