@@ -364,6 +364,7 @@ def update_chat(conn: Connection, chat_id: str, values: dict[str, Any]) -> None:
 
 _LATER = "crmconnector.later"
 _WORK = "crmconnector.later-work"
+_LATER_STATEMENTS = "crmconnector.later-statements"
 
 
 class BatchConflict(Exception):
@@ -377,25 +378,30 @@ def batched_inserts(conn: Connection, commit: bool = False) -> Iterator[None]:
     of work then runs once for all its items, and the rows are written all of a table in one multi-row
     INSERT. One statement (one round trip on PostgreSQL) for the whole batch instead of one per event.
 
-    `commit`: the block ends the transaction. On PostgreSQL its held rows and the COMMIT are then sent
-    as one query string (`_insert_held_and_commit`); the caller's own commit finds nothing left to do."""
+    `commit`: the block ends the transaction. On PostgreSQL its held rows and statements (`run_or_hold`)
+    and the COMMIT are then sent as one query string (`_write_held_and_commit`); the caller's own commit
+    finds nothing left to do."""
     work: dict[Callable[[Connection, list[Any]], None], list[Any]] = {}
     held: dict[tuple[Table, bool, tuple[str, ...]], list[dict[str, Any]]] = {}
-    conn.info[_WORK], conn.info[_LATER] = work, held
+    statements: list[tuple[DriverStatement, dict[str, Any]]] = []
+    conn.info[_WORK], conn.info[_LATER], conn.info[_LATER_STATEMENTS] = work, held, statements
     try:
         yield
         while work:  # first, as the work may hold rows
             finish = next(iter(work))
             finish(conn, work.pop(finish))
-        if commit and held and conn.dialect.name == "postgresql":
-            _insert_held_and_commit(conn, held)
+        if commit and (held or statements) and conn.dialect.name == "postgresql":
+            _write_held_and_commit(conn, held, statements)
             return
         for (table, new_only, _), rows in held.items():
             if insert_rows(conn, table, rows, new_only) != len(rows):
                 raise BatchConflict(f"a {table.name} row of this batch exists already")
+        for statement, params in statements:
+            statement.run(conn, params)
     finally:
         conn.info.pop(_WORK, None)  # the info dict outlives the checkout
         conn.info.pop(_LATER, None)
+        conn.info.pop(_LATER_STATEMENTS, None)
 
 
 def hold_work(conn: Connection, finish: Callable[[Connection, list[Any]], None], item: Any) -> bool:
@@ -407,6 +413,16 @@ def hold_work(conn: Connection, finish: Callable[[Connection, list[Any]], None],
         return False
     work.setdefault(finish, []).append(item)
     return True
+
+
+def run_or_hold(conn: Connection, statement: DriverStatement, params: dict[str, Any]) -> None:
+    """Run a write whose outcome nothing in the transaction reads back: in a batch at its end (on
+    PostgreSQL in the batch's final query string, no round trip of its own), otherwise now."""
+    statements = conn.info.get(_LATER_STATEMENTS)
+    if statements is None:
+        statement.run(conn, params)
+    else:
+        statements.append((statement, params))
 
 
 ROWS_PER_INSERT = 100  # well within both databases' limits on parameters per statement
@@ -431,14 +447,16 @@ def _inserts(conn: Connection, table: Table, rows: list[dict[str, Any]], new_onl
         yield _rows_insert(conn.dialect.name, table, new_only, len(chunk), keys), params
 
 
-def _insert_held_and_commit(conn: Connection, held: dict[tuple[Table, bool, tuple[str, ...]], list[dict[str, Any]]]
-                            ) -> None:
-    """A batch's held rows and its COMMIT in one query string: one round trip instead of one per table
-    and one for the COMMIT. Rows whose key must be new go without ON CONFLICT here, so a key that exists
-    fails the string, and with it the batch, which then runs again one by one (as BatchConflict does)."""
-    statements = [statement.literal_sql(conn, params) for (table, _, _), rows in held.items()
-                  for statement, params in _inserts(conn, table, rows, new_only=False)]
-    run_script(conn, [*statements, "COMMIT"])
+def _write_held_and_commit(conn: Connection, held: dict[tuple[Table, bool, tuple[str, ...]], list[dict[str, Any]]],
+                           statements: list[tuple[DriverStatement, dict[str, Any]]]) -> None:
+    """A batch's held rows and statements and its COMMIT in one query string: one round trip instead of
+    one per table, one per statement and one for the COMMIT. Rows whose key must be new go without ON
+    CONFLICT here, so a key that exists fails the string, and with it the batch, which then runs again
+    one by one (as BatchConflict does)."""
+    inserts = [(statement, params) for (table, _, _), rows in held.items()
+               for statement, params in _inserts(conn, table, rows, new_only=False)]
+    run_script(conn, [*(statement.literal_sql(conn, params) for statement, params in [*inserts, *statements]),
+                      "COMMIT"])
 
 
 @functools.cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 import pytest
@@ -361,3 +362,35 @@ def test_held_rows_keep_quotes_backslashes_and_placeholders_exactly(app, runtime
         payloads = dict(conn.execute(select(events.c.id, events.c.payload).where(events.c.id.like("evt_q%"))).all())
     assert [payloads[f"evt_q{n}"]["data"]["message"]["text"] for n in range(len(texts))] == texts
     assert {event_id: json.loads(body) for event_id, body in zip(sorted(payloads), bodies)} == payloads
+
+
+@pytest.mark.both_databases
+def test_an_outbox_finish_in_a_batch_is_written_at_its_end(runtime, monkeypatch):
+    """Finishing an item changes nothing the batch reads back, so it waits for the batch's end: on
+    PostgreSQL it travels in the batch's final query string with the held rows and the COMMIT."""
+    from crmconnector.store import outbox
+    from crmconnector.sync.outbox import enqueue
+    from crmconnector.sync.worker import claim_due, finish_done
+    from tests.conftest import SCRIPTS
+
+    writer = runtime.intake.writer
+    writer.run(lambda conn: enqueue(conn, "chat_log", "c-finish"))
+    now = datetime.now(timezone.utc)
+    [item] = writer.run(lambda conn: claim_due(conn, "w:1", now, now + timedelta(minutes=5)))
+    sent = sent_statements(runtime.engine, monkeypatch)
+    release, holder = _hold(writer)
+    done = threading.Thread(target=writer.run, args=(lambda conn: finish_done(conn, item),))
+    other = threading.Thread(target=writer.run, args=(lambda conn: enqueue(conn, "chat_log", "c-other"),))
+    done.start()
+    other.start()
+    _wait_for(lambda: writer.queued() == 2)
+    release.set()
+    for thread in (holder, done, other):
+        thread.join(10)
+    with reading(runtime.engine) as conn:
+        statuses = dict(conn.execute(select(outbox.c.key, outbox.c.status)).all())
+    assert statuses == {"c-finish": "done", "c-other": "pending"}
+    writes = [sql.split(" SET ")[0].split(" (")[0] for sql, _ in sent if sql.startswith(("UPDATE", "INSERT"))]
+    assert writes == ["INSERT INTO outbox", "UPDATE outbox"]  # the enqueue first, the finish at the end
+    if runtime.engine.dialect.name == "postgresql":
+        assert [[sql.split(" SET ")[0] for sql in script] for script in SCRIPTS] == [["UPDATE outbox", "COMMIT"]]

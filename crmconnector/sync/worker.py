@@ -21,7 +21,8 @@ from sqlalchemy import Connection, Engine, and_, bindparam, exists, func, litera
 from crmconnector.crm.base import CRMBackend
 from crmconnector.metrics import OUTBOX_DONE
 from crmconnector.settings import Settings
-from crmconnector.store import outbox, reading, utcnow
+from crmconnector.driver_sql import DriverStatement
+from crmconnector.store import outbox, reading, run_or_hold, utcnow
 from crmconnector.sync.chatlog import MediaFetcher
 from crmconnector.sync.outbox import set_crm_status
 from crmconnector.sync.retry import DEFAULT_POLICY, RetryPolicy
@@ -137,9 +138,15 @@ def renew(conn: Connection, item: Item, until: datetime) -> bool:
     return bool(conn.execute(_HELD_BY, {"item": item.id, "token": item.token, "claimed_until": until}).rowcount)
 
 
+_FINISH = DriverStatement(_HELD_BY)
+
+
 def finish_done(conn: Connection, item: Item, note: str | None = None) -> None:
-    """Mark the item done, in the caller's transaction (only if this claim still holds it)."""
-    release(conn, item, status="done", last_error=note)
+    """Mark the item done, in the caller's transaction (only if this claim still holds it). In a
+    group-commit batch at its end: nothing reads it back meanwhile, except a claim of another item of the
+    same chat in the same batch, which then leaves that item to the next poll."""
+    run_or_hold(conn, _FINISH, {"item": item.id, "token": item.token, "claimed_by": None, "claimed_until": None,
+                                "updated_at": utcnow(), "status": "done", "last_error": note})
 
 
 class LeaseKeeper:
