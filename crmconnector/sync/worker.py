@@ -124,12 +124,16 @@ _HELD_BY = outbox.update().where(outbox.c.id == bindparam("item"), outbox.c.clai
                                  outbox.c.status == "running")  # SET what the parameters name
 
 
+def _letting_go(item: Item, **values: Any) -> dict[str, Any]:
+    """`_HELD_BY`'s parameters that release the item with these column values."""
+    return {"item": item.id, "token": item.token, "claimed_by": None, "claimed_until": None, "updated_at": utcnow(),
+            **values}
+
+
 def release(conn: Connection, item: Item, **values: Any) -> bool:
     """Let go of the item with these column values, in the caller's transaction, only if this claim
     still holds it; True when it did."""
-    result = conn.execute(_HELD_BY, {"item": item.id, "token": item.token, "claimed_by": None,
-                                     "claimed_until": None, "updated_at": utcnow(), **values})
-    return bool(result.rowcount)
+    return bool(conn.execute(_HELD_BY, _letting_go(item, **values)).rowcount)
 
 
 def renew(conn: Connection, item: Item, until: datetime) -> bool:
@@ -145,8 +149,7 @@ def finish_done(conn: Connection, item: Item, note: str | None = None) -> None:
     """Mark the item done, in the caller's transaction (only if this claim still holds it). In a
     group-commit batch at its end: nothing reads it back meanwhile, except a claim of another item of the
     same chat in the same batch, which then leaves that item to the next poll."""
-    run_or_hold(conn, _FINISH, {"item": item.id, "token": item.token, "claimed_by": None, "claimed_until": None,
-                                "updated_at": utcnow(), "status": "done", "last_error": note})
+    run_or_hold(conn, _FINISH, _letting_go(item, status="done", last_error=note))
 
 
 class LeaseKeeper:
