@@ -9,7 +9,8 @@ that (Python-side column defaults) runs through SQLAlchemy as before.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any, Callable, NoReturn
 
 from sqlalchemy import Connection
@@ -37,6 +38,25 @@ class _Plan:
     converters: dict[str, Callable[[Any], Any]]
     columns: tuple[str, ...]  # the result's column names
     results: tuple[Callable[[Any], Any] | None, ...]  # the result's conversions
+    literal: dict[str, tuple[bytes, tuple[str, ...]]] = field(default_factory=dict)  # by encoding: `_literal_template`
+
+
+# A named placeholder as SQLAlchemy writes it for psycopg (%(name)s), or an escaped percent sign.
+_PLACEHOLDER = re.compile(rb"%\(([^)]+)\)s|%%")
+
+
+def _literal_template(sql: str, encoding: str) -> tuple[bytes, tuple[str, ...]]:
+    """`sql` with `%s` for each placeholder, and the parameter names in their order: what psycopg's
+    client-side binding works out from the SQL text at every call (it caches only short statements, and
+    a batch's multi-row INSERTs are long), worked out here once per statement."""
+    order: list[str] = []
+
+    def positional(match: re.Match[bytes]) -> bytes:
+        if match.group(1) is None:
+            return b"%%"  # stays escaped: the template is %-formatted
+        order.append(match.group(1).decode())
+        return b"%s"
+    return _PLACEHOLDER.sub(positional, sql.encode(encoding)), tuple(order)
 
 
 class DriverStatement:
@@ -84,13 +104,19 @@ class DriverStatement:
     def literal_sql(self, conn: Connection, params: dict[str, Any]) -> str:
         """The statement with its parameters rendered as SQL literals by the driver (psycopg's client-side
         binding, PostgreSQL only), to be sent with others in one round trip by `run_script`."""
-        import psycopg
+        from psycopg.adapt import Transformer
 
         plan = self._plan(conn, params)
         if plan is None or plan.positional is not None:
             raise ValueError("literal SQL is for PostgreSQL statements without Python-side defaults")
-        cursor = psycopg.ClientCursor(conn.connection.driver_connection)  # type: ignore[arg-type]
-        return cursor.mogrify(plan.compiled.string, self._arguments(plan, params))
+        adapter = Transformer.from_context(conn.connection.driver_connection)  # type: ignore[arg-type]
+        encoding = adapter.encoding
+        if encoding not in plan.literal:
+            plan.literal[encoding] = _literal_template(plan.compiled.string, encoding)
+        template, order = plan.literal[encoding]
+        values = self._arguments(plan, params)
+        literals = tuple(b"NULL" if values[name] is None else adapter.as_literal(values[name]) for name in order)
+        return (template % literals).decode(encoding)
 
     @staticmethod
     def _arguments(plan: _Plan, params: dict[str, Any]) -> Any:

@@ -120,3 +120,32 @@ def test_insert_rows_writes_every_row_in_one_statement_and_counts_only_the_new_o
         assert sorted(conn.execute(select(chats.c.id)).scalars()) == ["c1", "c2", "c3", "d0", "d1", "d2", "d3", "d4"]
         stored = conn.execute(select(*_COLUMNS).order_by(console_events.c.id)).all()
     assert [row._asdict() for row in stored] == [{**_EVENT, "chat_id": f"m{n}"} for n in range(3)]
+
+
+def test_literal_sql_renders_what_the_driver_would_bind_and_parses_the_statement_once(pg_database, monkeypatch):
+    """A batch's held rows go to PostgreSQL as literals: rendered exactly as psycopg's client-side binding
+    renders them, from a template worked out once per statement (not from the SQL text at every call)."""
+    import psycopg
+
+    from crmconnector import driver_sql
+    from crmconnector.store import _rows_insert
+
+    engine = make_engine(pg_database)
+    built = []
+    real = driver_sql._literal_template
+    monkeypatch.setattr(driver_sql, "_literal_template", lambda *args: built.append(args) or real(*args))
+    odd = ["it's", "back\\slash", "100% %s %(x)s", None, "naïve ☕"]
+    rows = [{**_EVENT, "chat_id": text, "payload": {"text": text, "n": n}} for n, text in enumerate(odd)]
+    keys = tuple(rows[0])
+    statement = _rows_insert("postgresql", console_events, False, len(rows), keys)  # 25 parameters and more
+    params = {f"{key}_{n}": row[key] for n, row in enumerate(rows) for key in keys}
+    try:
+        with engine.begin() as conn:
+            plan = statement._plan(conn, params)
+            expected = psycopg.ClientCursor(conn.connection.driver_connection).mogrify(
+                plan.compiled.string, statement._arguments(plan, params))
+            assert statement.literal_sql(conn, params) == expected
+            assert statement.literal_sql(conn, {**params, "kind_0": "other"}) == expected.replace("'pop'", "'other'", 1)
+            assert len(built) == 1
+    finally:
+        engine.dispose()
