@@ -3,9 +3,10 @@
 Starts `crmconnector serve` processes (LocalCRM) on SQLite or on a throwaway PostgreSQL server, opens
 `--chats` concurrent chats (started + assigned), then sends message events to random open chats over
 `--clients` keep-alive connections; a chat that has sent its messages ends and a new one starts, so the
-number of open chats stays constant. Events of one chat are spread across the instances. When the event
-or time budget is spent, every open chat is ended, the outbox is drained and every chat is checked to
-have exactly one Task (GET /api/crm/Task?CallObject=sms-chat-<id>).
+number of open chats stays constant (the first chats are of random length, so the mix of event types is
+the same from the first measured event on, however many chats are open). Events of one chat are spread
+across the instances. When the event or time budget is spent, every open chat is ended, the outbox is
+drained and every chat is checked to have exactly one Task (GET /api/crm/Task?CallObject=sms-chat-<id>).
 
 Reports events/s, p50/p99 latency (client-side, request sent to response read), errors, the CPU time the
 servers (connector processes and PostgreSQL) spent per event, and `calibration_ms`: the time a fixed piece
@@ -100,9 +101,10 @@ class Run:
     started_chats: int = 0
     open: list[Chat] = field(default_factory=list)
 
-    def new_chat(self) -> Chat:
+    def new_chat(self, messages: int | None = None) -> Chat:
         self.started_chats += 1
-        return Chat(f"L{self.started_chats}", chat_stream(f"L{self.started_chats}", self.messages))
+        count = self.messages if messages is None else messages
+        return Chat(f"L{self.started_chats}", chat_stream(f"L{self.started_chats}", count))
 
     async def send(self, conn: list[Connection], chat: Chat, measure: bool) -> None:
         event_id, kind, data = chat.events[chat.position]
@@ -122,8 +124,12 @@ class Run:
         chat.position += 1
 
     async def warm_up(self) -> None:
-        """Open `chats` chats: started + assigned (not measured)."""
-        self.open = [self.new_chat() for _ in range(self.chats)]
+        """Open `chats` chats: started + assigned (not measured). The first chats have anything from 0 to
+        `messages` messages, so that from the first measured event on, as many chats end (and new ones
+        start) per event as later on: otherwise a short run over many chats would measure almost only
+        messages, the cheapest events."""
+        rng = random.Random(11)
+        self.open = [self.new_chat(rng.randrange(self.messages + 1)) for _ in range(self.chats)]
         queue = list(self.open)
 
         async def opener() -> None:
@@ -335,7 +341,7 @@ def main() -> None:
                                                        "workers": workers, "clients": clients}))), flush=True)
     for chats in (10, 100, 1000, 10_000):
         print(json.dumps(run_one(argparse.Namespace(**{**vars(args), "db": "postgres", "chats": chats,
-                                                       "events": 5000}))), flush=True)
+                                                       "clients": 8, "events": 5000}))), flush=True)
 
 
 if __name__ == "__main__":
