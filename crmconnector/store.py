@@ -415,14 +415,15 @@ def hold_work(conn: Connection, finish: Callable[[Connection, list[Any]], None],
     return True
 
 
-def run_or_hold(conn: Connection, statement: DriverStatement, params: dict[str, Any]) -> None:
+def run_or_hold(conn: Connection, statement: DriverStatement, params: dict[str, Any]) -> int | None:
     """Run a write whose outcome nothing in the transaction reads back: in a batch at its end (on
-    PostgreSQL in the batch's final query string, no round trip of its own), otherwise now."""
+    PostgreSQL in the batch's final query string, no round trip of its own), otherwise now. The number
+    of rows it changed when run now; None when held (held statements run in the order they were held)."""
     statements = conn.info.get(_LATER_STATEMENTS)
     if statements is None:
-        statement.run(conn, params)
-    else:
-        statements.append((statement, params))
+        return statement.run(conn, params)
+    statements.append((statement, params))
+    return None
 
 
 ROWS_PER_INSERT = 100  # well within both databases' limits on parameters per statement

@@ -365,10 +365,11 @@ def test_held_rows_keep_quotes_backslashes_and_placeholders_exactly(app, runtime
 
 
 @pytest.mark.both_databases
-def test_an_outbox_finish_in_a_batch_is_written_at_its_end(runtime, monkeypatch):
-    """Finishing an item changes nothing the batch reads back, so it waits for the batch's end: on
-    PostgreSQL it travels in the batch's final query string with the held rows and the COMMIT."""
-    from crmconnector.store import outbox
+def test_outbox_writes_in_a_batch_wait_for_its_end_and_one_item_per_key_lands(runtime, monkeypatch):
+    """Finishing an item and enqueuing one change nothing the batch reads back, so they wait for the
+    batch's end (on PostgreSQL they travel in its final query string with the COMMIT); a second enqueue
+    of the same key there sees the first and adds nothing. Each held enqueue wakes an outbox thread."""
+    from crmconnector.store import outbox, update_chat
     from crmconnector.sync.outbox import enqueue
     from crmconnector.sync.worker import claim_due, finish_done
     from tests.conftest import SCRIPTS
@@ -377,20 +378,28 @@ def test_an_outbox_finish_in_a_batch_is_written_at_its_end(runtime, monkeypatch)
     writer.run(lambda conn: enqueue(conn, "chat_log", "c-finish"))
     now = datetime.now(timezone.utc)
     [item] = writer.run(lambda conn: claim_due(conn, "w:1", now, now + timedelta(minutes=5)))
+    woken: list[int] = []
+    monkeypatch.setattr(runtime.intake.context, "notify", lambda consoles, outbox_items: woken.append(outbox_items))
     sent = sent_statements(runtime.engine, monkeypatch)
     release, holder = _hold(writer)
-    done = threading.Thread(target=writer.run, args=(lambda conn: finish_done(conn, item),))
-    other = threading.Thread(target=writer.run, args=(lambda conn: enqueue(conn, "chat_log", "c-other"),))
-    done.start()
-    other.start()
-    _wait_for(lambda: writer.queued() == 2)
+    jobs = [lambda conn: finish_done(conn, item),
+            lambda conn: (enqueue(conn, "chat_log", "c-other"), update_chat(conn, "c-other", {"lang": "en"})),
+            lambda conn: enqueue(conn, "chat_log", "c-other")]
+    threads = []
+    for n, job in enumerate(jobs, start=1):  # queued one after the other: the batch runs them in this order
+        threads.append(threading.Thread(target=writer.run, args=(job,)))
+        threads[-1].start()
+        _wait_for(lambda: writer.queued() == n)
     release.set()
-    for thread in (holder, done, other):
+    for thread in (holder, *threads):
         thread.join(10)
     with reading(runtime.engine) as conn:
-        statuses = dict(conn.execute(select(outbox.c.key, outbox.c.status)).all())
-    assert statuses == {"c-finish": "done", "c-other": "pending"}
+        items = sorted(conn.execute(select(outbox.c.key, outbox.c.status)).all())
+    assert items == [("c-finish", "done"), ("c-other", "pending")]
     writes = [sql.split(" SET ")[0].split(" (")[0] for sql, _ in sent if sql.startswith(("UPDATE", "INSERT"))]
-    assert writes == ["INSERT INTO outbox", "UPDATE outbox"]  # the enqueue first, the finish at the end
+    # the chat's update at once; the finish and both enqueues at the end, in the order they were made
+    assert writes == ["UPDATE chats", "UPDATE outbox", "INSERT INTO outbox", "INSERT INTO outbox"]
     if runtime.engine.dialect.name == "postgresql":
-        assert [[sql.split(" SET ")[0] for sql in script] for script in SCRIPTS] == [["UPDATE outbox", "COMMIT"]]
+        assert [[sql.split(" SET ")[0].split(" (")[0] for sql in script] for script in SCRIPTS] == [
+            ["UPDATE outbox", "INSERT INTO outbox", "INSERT INTO outbox", "COMMIT"]]
+    assert sum(woken) == 2

@@ -8,7 +8,7 @@ from sqlalchemy import Connection, bindparam, exists, select
 
 from crmconnector import console
 from crmconnector.driver_sql import DriverStatement
-from crmconnector.store import chats, outbox, update_chat, utcnow, wake_after_commit
+from crmconnector.store import chats, outbox, run_or_hold, update_chat, utcnow, wake_after_commit
 
 
 # INSERT … SELECT … WHERE NOT EXISTS: the look for a pending item and the insert in one statement.
@@ -28,8 +28,12 @@ def enqueue(conn: Connection, kind: str, key: str, due_at: datetime | None = Non
     """Ask for `kind` work on `key`; one pending item per (kind, key) is enough, since the worker
     renders from current state when it runs."""
     now = utcnow()
-    if _INSERT_UNLESS_PENDING.run(conn, {"kind": kind, "key": key, "status": "pending", "attempts": 0,
-                                         "due_at": due_at or now, "created_at": now, "updated_at": now}):
+    # Nothing in the transaction reads the item back, so in a batch it waits for the batch's end (a
+    # second one for the same key there sees the first and adds nothing). Held, whether it was new is
+    # not known yet: a thread is woken either way (at worst it finds nothing to claim).
+    added = run_or_hold(conn, _INSERT_UNLESS_PENDING, {"kind": kind, "key": key, "status": "pending", "attempts": 0,
+                                                       "due_at": due_at or now, "created_at": now, "updated_at": now})
+    if added is None or added:
         wake_after_commit(conn, "outbox")
 
 
