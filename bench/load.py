@@ -332,16 +332,16 @@ def main() -> None:
     if not args.matrix:
         print(json.dumps(run_one(args)), flush=True)
         return
-    # (database, instances, worker processes per instance, clients): one process at 8 clients, then two
+    # (database, instances, worker processes per instance, clients): one process at 12 clients, then two
     # processes (two instances, or one instance with two workers) at 16.
-    for db, instances, workers, clients in (("sqlite", 1, 1, 8), ("sqlite", 2, 1, 16), ("sqlite", 1, 2, 16),
-                                            ("postgres", 1, 1, 8), ("postgres", 2, 1, 16),
+    for db, instances, workers, clients in (("sqlite", 1, 1, 12), ("sqlite", 2, 1, 16), ("sqlite", 1, 2, 16),
+                                            ("postgres", 1, 1, 12), ("postgres", 2, 1, 16),
                                             ("postgres", 1, 2, 16)):
         print(json.dumps(run_one(argparse.Namespace(**{**vars(args), "db": db, "instances": instances,
                                                        "workers": workers, "clients": clients}))), flush=True)
     for chats in (10, 100, 1000, 10_000):
         print(json.dumps(run_one(argparse.Namespace(**{**vars(args), "db": "postgres", "chats": chats,
-                                                       "clients": 8, "events": 5000}))), flush=True)
+                                                       "clients": 12, "events": 5000}))), flush=True)
 
 
 if __name__ == "__main__":
