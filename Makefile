@@ -43,6 +43,7 @@ bench: install-test
 	$(BIN)/python bench/abandoned.py
 	$(BIN)/python bench/outbox_drain.py
 	$(BIN)/python bench/load.py --matrix
+	$(BIN)/python bench/inprocess.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
