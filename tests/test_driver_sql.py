@@ -137,7 +137,7 @@ def test_literal_sql_renders_what_the_driver_would_bind_and_parses_the_statement
     odd = ["it's", "back\\slash", "100% %s %(x)s", None, "naïve ☕"]
     rows = [{**_EVENT, "chat_id": text, "payload": {"text": text, "n": n}} for n, text in enumerate(odd)]
     keys = tuple(rows[0])
-    statement = _rows_insert("postgresql", console_events, False, len(rows), keys)  # 25 parameters and more
+    statement = _rows_insert("postgresql", console_events, False, len(rows), keys)  # five rows of five values
     params = {f"{key}_{n}": row[key] for n, row in enumerate(rows) for key in keys}
     try:
         with engine.begin() as conn:
