@@ -120,8 +120,10 @@ def claim_due(conn: Connection, token: str, now: datetime, lease_until: datetime
     return claimed
 
 
-_HELD_BY = outbox.update().where(outbox.c.id == bindparam("item"), outbox.c.claimed_by == bindparam("token"),
-                                 outbox.c.status == "running")  # SET what the parameters name
+# Only the claim's holder changes its item; SETs what the parameters name. On the driver's cursor: a
+# finish may travel in a group-commit batch's final query string.
+_HELD_BY = DriverStatement(outbox.update().where(
+    outbox.c.id == bindparam("item"), outbox.c.claimed_by == bindparam("token"), outbox.c.status == "running"))
 
 
 def _letting_go(item: Item, **values: Any) -> dict[str, Any]:
@@ -133,23 +135,20 @@ def _letting_go(item: Item, **values: Any) -> dict[str, Any]:
 def release(conn: Connection, item: Item, **values: Any) -> bool:
     """Let go of the item with these column values, in the caller's transaction, only if this claim
     still holds it; True when it did."""
-    return bool(conn.execute(_HELD_BY, _letting_go(item, **values)).rowcount)
+    return bool(_HELD_BY.run(conn, _letting_go(item, **values)))
 
 
 def renew(conn: Connection, item: Item, until: datetime) -> bool:
     """Extend the item's lease to `until`, in the caller's transaction, only if this claim still
     holds it; True when it did."""
-    return bool(conn.execute(_HELD_BY, {"item": item.id, "token": item.token, "claimed_until": until}).rowcount)
-
-
-_FINISH = DriverStatement(_HELD_BY)
+    return bool(_HELD_BY.run(conn, {"item": item.id, "token": item.token, "claimed_until": until}))
 
 
 def finish_done(conn: Connection, item: Item, note: str | None = None) -> None:
     """Mark the item done, in the caller's transaction (only if this claim still holds it). In a
     group-commit batch at its end: nothing reads it back meanwhile, except a claim of another item of the
     same chat in the same batch, which then leaves that item to the next poll."""
-    run_or_hold(conn, _FINISH, _letting_go(item, status="done", last_error=note))
+    run_or_hold(conn, _HELD_BY, _letting_go(item, status="done", last_error=note))
 
 
 class LeaseKeeper:
