@@ -7,7 +7,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from crmconnector.crm.errors import CRMAuthError, CRMRejected, RetryableCRMError
 from crmconnector.store import chats, reading
@@ -146,6 +146,62 @@ def test_an_item_is_claimed_by_one_claim_only(runtime, platform):
     with runtime.engine.begin() as conn:
         second = claim_due(conn, "b:1", now, now)
     assert [i.key for i in first] == ["2415"] and second == []
+
+
+def _end_chats(platform, chat_ids):
+    for chat_id in chat_ids:
+        platform.start_chat(chat_id)
+        platform.post("chat.ended", ended(60, chat_id), event_id=f"end-{chat_id}")
+
+
+def test_one_claim_takes_several_items_with_one_update(runtime, platform):
+    _end_chats(platform, ["c1", "c2", "c3"])
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args):
+        statements.append(statement)
+    event.listen(runtime.engine, "before_cursor_execute", seen)
+    now = Clock()()
+    try:
+        with runtime.engine.begin() as conn:
+            items = claim_due(conn, "a:1", now, now + timedelta(seconds=60), limit=5)
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", seen)
+    assert sorted(i.key for i in items) == ["c1", "c2", "c3"] and {i.attempts for i in items} == {1}
+    assert sum(s.lstrip().upper().startswith("UPDATE OUTBOX") for s in statements) == 1
+    rows = outbox_rows(runtime)
+    assert {(r["key"], r["status"], r["claimed_by"], r["attempts"]) for r in rows} == {
+        (key, "running", "a:1", 1) for key in ("c1", "c2", "c3")}
+
+
+def test_threads_woken_together_share_a_claim_and_every_chat_gets_its_task(runtime, platform, crm):
+    _end_chats(platform, ["c1", "c2", "c3"])
+    worker = make_worker(runtime)
+    limits: list[int] = []
+    release = threading.Event()
+    claim = worker.claim
+
+    def held_first_claim(limit=1, look_first=True):
+        limits.append(limit)
+        if len(limits) == 1:
+            assert release.wait(5)
+        return claim(limit, look_first)
+    worker.claim = held_first_claim
+    threads = [threading.Thread(target=worker.run_once, kwargs={"limit": 1, "expect_work": True})
+               for _ in range(3)]
+    threads[0].start()
+    while not limits:
+        time.sleep(0.001)
+    for thread in threads[1:]:
+        thread.start()
+    while worker._line._waiting < 2:
+        time.sleep(0.001)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert limits == [1, 2]  # the two threads that waited meanwhile were served by one claim
+    assert all(len(tasks(crm, chat_id)) == 1 for chat_id in ("c1", "c2", "c3"))
+    assert {r["status"] for r in outbox_rows(runtime)} == {"done"}
 
 
 def test_a_new_item_for_a_chat_waits_while_another_item_of_that_chat_is_held(platform, runtime, crm):

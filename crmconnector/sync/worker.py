@@ -24,6 +24,7 @@ from crmconnector.settings import Settings
 from crmconnector.driver_sql import DriverStatement
 from crmconnector.store import outbox, reading, run_or_hold, utcnow
 from crmconnector.sync.chatlog import MediaFetcher
+from crmconnector.sync.claimline import ClaimLine
 from crmconnector.sync.outbox import set_crm_status
 from crmconnector.sync.retry import DEFAULT_POLICY, RetryPolicy
 
@@ -66,10 +67,11 @@ _HELD_ELSEWHERE = exists().where(_OTHER.c.kind == outbox.c.kind, _OTHER.c.key ==
 _ANY_DUE = select(outbox.c.id).where(_DUE).limit(1)
 _CANDIDATES = (select(outbox.c.id, outbox.c.kind, outbox.c.key, outbox.c.attempts)
                .where(_DUE, ~_HELD_ELSEWHERE).order_by(outbox.c.due_at, outbox.c.id))
-# Checked again in the UPDATE: on PostgreSQL it sees what committed since the SELECT.
-_TAKE = outbox.update().where(outbox.c.id == bindparam("item"), _DUE, ~_HELD_ELSEWHERE).values(
+# Checked again in the UPDATE: on PostgreSQL it sees what committed since the SELECT. One statement for
+# every item of the claim.
+_TAKE = outbox.update().where(outbox.c.id.in_(bindparam("items", expanding=True)), _DUE, ~_HELD_ELSEWHERE).values(
     status="running", claimed_by=bindparam("token"), claimed_until=bindparam("until"),
-    attempts=bindparam("attempts"), updated_at=_NOW)
+    attempts=outbox.c.attempts + 1, updated_at=_NOW).returning(outbox.c.id, outbox.c.attempts)
 _candidates: dict[tuple[bool, int], Any] = {}
 
 
@@ -105,19 +107,18 @@ def claim_due(conn: Connection, token: str, now: datetime, lease_until: datetime
     wait on each other; on SQLite the caller's BEGIN IMMEDIATE already serializes claims.
     """
     postgres = conn.dialect.name == "postgresql"
-    claimed: list[Item] = []
-    keys: set[tuple[str, str]] = set()
+    chosen: dict[int, tuple[str, str]] = {}  # candidate id -> (kind, key), in the order they are due
     for row in conn.execute(_candidates_for(postgres, limit), {"now": now}).all():
-        if (row.kind, row.key) in keys or len(claimed) >= limit:
+        if len(chosen) >= limit or (row.kind, row.key) in chosen.values():
             continue
         if postgres and not row.locked:
             continue  # another instance is claiming this chat's item right now
-        result = conn.execute(_TAKE, {"item": row.id, "now": now, "token": token, "until": lease_until,
-                                      "attempts": row.attempts + 1})
-        if result.rowcount == 1:
-            keys.add((row.kind, row.key))
-            claimed.append(Item(row.id, row.kind, row.key, row.attempts + 1, token))
-    return claimed
+        chosen[row.id] = (row.kind, row.key)
+    if not chosen:
+        return []
+    taken = dict(conn.execute(_TAKE, {"items": list(chosen), "now": now, "token": token, "until": lease_until}).all())
+    return [Item(item_id, kind, key, taken[item_id], token) for item_id, (kind, key) in chosen.items()
+            if item_id in taken]
 
 
 # Only the claim's holder changes its item; SETs what the parameters name. On the driver's cursor: a
@@ -218,6 +219,7 @@ class Worker:
         # finishes share the callbacks' transactions instead of queuing for the write lock on their own.
         self._write = write
         self._leases = LeaseKeeper(self)
+        self._line: ClaimLine[Item] = ClaimLine()
 
     def write(self, work: Callable[[Connection], Any]) -> Any:
         """`work(conn)` in a write transaction (possibly shared with other work); its result once
@@ -252,12 +254,12 @@ class Worker:
         while limit is None or processed < limit:
             if self._stop.is_set():
                 break
-            items = self.claim(look_first=not expect_work or processed > 0)
-            if not items:
+            look_first = not expect_work or processed > 0
+            item = self._line.next(lambda wanted: self.claim(wanted, look_first))
+            if item is None:
                 break
-            for item in items:
-                self.process(item)
-                processed += 1
+            self.process(item)
+            processed += 1
         return processed
 
     def process(self, item: Item) -> None:
