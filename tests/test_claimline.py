@@ -95,12 +95,37 @@ def test_a_thread_that_lined_up_after_a_claim_began_claims_again_when_it_came_ba
     assert got.count("a") == 1 and got.count(None) == 1  # the late thread claimed, and found its item
 
 
-def test_a_failed_claim_raises_in_its_thread_and_the_line_goes_on():
+def test_a_failed_claim_raises_in_its_thread_and_the_threads_in_line_claim_for_themselves():
     line: ClaimLine[str] = ClaimLine()
+    inside, release = threading.Event(), threading.Event()
+    limits: list[int] = []
+    outcomes: list[object] = []
 
-    def broken(limit: int) -> list[str]:
-        raise ConnectionError("database away")
-    with pytest.raises(ConnectionError):
-        line.next(broken)
-    assert line.next(lambda limit: ["a"]) == "a"
+    def claim(limit: int) -> list[str]:
+        limits.append(limit)
+        if len(limits) == 1:
+            inside.set()
+            assert release.wait(5)
+            return ["x"]
+        if len(limits) == 2:
+            raise ConnectionError("database away")
+        return ["a"]
+
+    def take() -> None:
+        try:
+            outcomes.append(line.next(claim))
+        except ConnectionError as exc:
+            outcomes.append(exc)
+    threads = [threading.Thread(target=take) for _ in range(3)]
+    threads[0].start()
+    assert inside.wait(5)
+    for thread in threads[1:]:
+        thread.start()
+    _in_line(line, 2)
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    # The second claim (for both threads in line) failed in one of them: the other claimed on its own.
+    assert limits == [1, 2, 1]
+    assert sorted(map(str, outcomes)) == ["a", "database away", "x"]
     assert line.next(lambda limit: []) is None

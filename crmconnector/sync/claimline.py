@@ -19,6 +19,8 @@ T = TypeVar("T")
 
 
 class ClaimLine(Generic[T]):
+    """The line of threads waiting to claim, and the items one claim took for the others."""
+
     def __init__(self) -> None:
         self._turn = threading.Condition()
         self._waiting = 0  # threads in `next` that have neither an item nor the claim
@@ -45,14 +47,15 @@ class ClaimLine(Generic[T]):
             self._claiming = True
             self._claims += 1
             number, limit = self._claims, self._waiting + 1
-        items: list[T] = []
+        items: list[T] | None = None
         try:
             items = claim(limit)
         finally:
             with self._turn:
                 self._claiming = False
-                self._handed.extend(items[1:limit])
-                if len(items) < limit:
-                    self._last_short = number
+                if items is not None:  # a claim that failed saw nothing: the others try for themselves
+                    self._handed.extend(items[1:])
+                    if len(items) < limit:
+                        self._last_short = number
                 self._turn.notify_all()
         return items[0] if items else None
