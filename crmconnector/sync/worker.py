@@ -116,7 +116,8 @@ def claim_due(conn: Connection, token: str, now: datetime, lease_until: datetime
         chosen[row.id] = (row.kind, row.key)
     if not chosen:
         return []
-    taken = dict(conn.execute(_TAKE, {"items": list(chosen), "now": now, "token": token, "until": lease_until}).all())
+    taken: dict[int, int] = {row.id: row.attempts for row in conn.execute(
+        _TAKE, {"items": list(chosen), "now": now, "token": token, "until": lease_until})}
     return [Item(item_id, kind, key, taken[item_id], token) for item_id, (kind, key) in chosen.items()
             if item_id in taken]
 
