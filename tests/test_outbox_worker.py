@@ -148,6 +148,13 @@ def test_an_item_is_claimed_by_one_claim_only(runtime, platform):
     assert [i.key for i in first] == ["2415"] and second == []
 
 
+def _wait_for(condition, seconds=5.0):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the threads did not get there"
+        time.sleep(0.001)
+
+
 def _end_chats(platform, chat_ids):
     for chat_id in chat_ids:
         platform.start_chat(chat_id)
@@ -190,12 +197,10 @@ def test_threads_woken_together_share_a_claim_and_every_chat_gets_its_task(runti
     threads = [threading.Thread(target=worker.run_once, kwargs={"limit": 1, "expect_work": True})
                for _ in range(3)]
     threads[0].start()
-    while not limits:
-        time.sleep(0.001)
+    _wait_for(lambda: limits)
     for thread in threads[1:]:
         thread.start()
-    while worker._line._waiting < 2:
-        time.sleep(0.001)
+    _wait_for(lambda: worker._line._waiting == 2)
     release.set()
     for thread in threads:
         thread.join(10)
