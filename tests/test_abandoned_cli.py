@@ -1,7 +1,6 @@
 """`crmconnector jobs` and `jobs run abandoned-tickets`, and the scheduler in the server process."""
 from __future__ import annotations
 
-import time
 
 import pytest
 from click.testing import CliRunner
@@ -13,6 +12,7 @@ from crmconnector.store import job_schedule
 from crmconnector.sync import scheduler as job_scheduler
 from crmconnector.sync.abandoned import JOB_NAME, run_abandoned_tickets
 from tests.abandoned_support import FlakyCRM, MediaHost, post_call
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -28,14 +28,6 @@ def cli_env(settings, monkeypatch, tmp_path):
 
 def _invoke(*args):
     return CliRunner().invoke(cli.main, list(args), catch_exceptions=False)
-
-
-def _wait_for(condition, seconds=30.0):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("the condition did not come true")
-        time.sleep(0.02)
 
 
 def test_jobs_run_creates_the_tickets_and_says_so(platform, crm, cli_env):
@@ -99,7 +91,7 @@ def test_the_scheduler_runs_the_job_on_its_interval_and_stops_with_the_runtime(p
     assert "  next run:  " + row["next_run_at"].strftime("%Y-%m-%d %H:%M:%SZ") in _invoke("jobs").stdout
 
     scheduler.run_soon()
-    _wait_for(lambda: scheduler.runs >= 1)
+    wait_for(lambda: scheduler.runs >= 1, seconds=30)
     assert [c.fields["Subject"] for c in crm.query("Case", {"Origin": "Phone"})] == [
         "Abandoned call c-100 from +1 415-555-0132"]
     server.close()

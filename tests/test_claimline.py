@@ -2,18 +2,11 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from crmconnector.sync.claimline import ClaimLine
-
-
-def _in_line(line: ClaimLine, count: int) -> None:
-    deadline = time.monotonic() + 5
-    while line._waiting < count:
-        assert time.monotonic() < deadline, "the threads did not line up"
-        time.sleep(0.001)
+from tests.waiting import wait_for
 
 
 class HeldClaims:
@@ -36,14 +29,11 @@ def _run_threads(line: ClaimLine, claims: HeldClaims, count: int) -> list[str | 
     got: list[str | None] = []
     first = threading.Thread(target=lambda: got.append(line.next(claims)))
     first.start()
-    deadline = time.monotonic() + 5
-    while not claims.limits:  # the first thread is inside its claim
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
+    wait_for(lambda: claims.limits)  # the first thread is inside its claim
     others = [threading.Thread(target=lambda: got.append(line.next(claims))) for _ in range(count - 1)]
     for thread in others:
         thread.start()
-    _in_line(line, count - 1)
+    wait_for(lambda: line._waiting >= count - 1)
     claims.release.set()
     for thread in [first, *others]:
         thread.join(5)
@@ -88,7 +78,7 @@ def test_a_thread_that_lined_up_after_a_claim_began_claims_again_when_it_came_ba
     assert inside.wait(5)
     late = threading.Thread(target=lambda: got.append(line.next(claim)))
     late.start()
-    _in_line(line, 1)
+    wait_for(lambda: line._waiting >= 1)
     release.set()
     first.join(5)
     late.join(5)
@@ -121,7 +111,7 @@ def test_a_failed_claim_raises_in_its_thread_and_the_threads_in_line_claim_for_t
     assert inside.wait(5)
     for thread in threads[1:]:
         thread.start()
-    _in_line(line, 2)
+    wait_for(lambda: line._waiting >= 2)
     release.set()
     for thread in threads:
         thread.join(5)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
@@ -14,6 +13,7 @@ from sqlalchemy import Column, Integer, MetaData, Table, event, func, select
 from crmconnector.group_commit import GroupCommitter
 from crmconnector.store import events, make_engine, reading
 from tests.conftest import sent_statements, signed_headers
+from tests.waiting import wait_for
 
 rows = Table("rows", MetaData(), Column("n", Integer, primary_key=True))
 
@@ -46,13 +46,6 @@ def _hold(writer: GroupCommitter) -> tuple[threading.Event, threading.Thread]:
     return release, thread
 
 
-def _wait_for(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 10
-    while not condition():
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-
-
 def _submit_all(writer: GroupCommitter, works: list[Callable[[Any], Any]]) -> tuple[list[Any], list[threading.Thread]]:
     answers: list[Any] = [None] * len(works)
 
@@ -64,7 +57,7 @@ def _submit_all(writer: GroupCommitter, works: list[Callable[[Any], Any]]) -> tu
     threads = [threading.Thread(target=call, args=(i,)) for i in range(len(works))]
     for thread in threads:
         thread.start()
-    _wait_for(lambda: writer.queued() == len(works))
+    wait_for(lambda: writer.queued() == len(works))
     return answers, threads
 
 
@@ -144,7 +137,7 @@ def test_the_same_event_twice_in_one_batch_is_stored_once_with_one_answer(client
     threads = [threading.Thread(target=post) for _ in range(2)]
     for thread in threads:
         thread.start()
-    _wait_for(lambda: runtime.intake.writer.queued() == 2)
+    wait_for(lambda: runtime.intake.writer.queued() == 2)
     release.set()
     for thread in [holder, *threads]:
         thread.join(10)
@@ -207,7 +200,7 @@ def test_the_outbox_worker_claims_and_finishes_in_the_intake_writers_transaction
     processed: list[int] = []
     drain = threading.Thread(target=lambda: processed.append(worker.run_once()))
     drain.start()
-    _wait_for(lambda: runtime.intake.writer.queued() == 1)  # the claim, queued behind the held batch
+    wait_for(lambda: runtime.intake.writer.queued() == 1)  # the claim, queued behind the held batch
     assert processed == []
     release.set()
     for thread in (holder, drain):
@@ -228,7 +221,7 @@ def _post_held(app: Any, writer: GroupCommitter, bodies: list[bytes]) -> list[tu
     threads = [threading.Thread(target=post, args=(i,)) for i in range(len(bodies))]
     for thread in threads:
         thread.start()
-    _wait_for(lambda: writer.queued() == len(bodies))
+    wait_for(lambda: writer.queued() == len(bodies))
     holds[0][0].set()
     for thread in threads:
         thread.join(10)
@@ -389,7 +382,7 @@ def test_outbox_writes_in_a_batch_wait_for_its_end_and_one_item_per_key_lands(ru
     for n, job in enumerate(jobs, start=1):  # queued one after the other: the batch runs them in this order
         threads.append(threading.Thread(target=writer.run, args=(job,)))
         threads[-1].start()
-        _wait_for(lambda: writer.queued() == n)
+        wait_for(lambda: writer.queued() == n)
     release.set()
     for thread in (holder, *threads):
         thread.join(10)

@@ -15,6 +15,7 @@ from crmconnector.sync.retry import RetryPolicy
 from crmconnector.sync.worker import claim_due, finish_done
 from tests.chat_support import (Clock, DiesAfterWrite, FlakyCRM, ended, full_chat, make_worker, outbox_rows,
                                 post_all, started, tasks, use_crm)
+from tests.waiting import wait_for
 
 
 def _crm_status(runtime, chat_id="2415"):
@@ -148,13 +149,6 @@ def test_an_item_is_claimed_by_one_claim_only(runtime, platform):
     assert [i.key for i in first] == ["2415"] and second == []
 
 
-def _wait_for(condition, seconds=5.0):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "the threads did not get there"
-        time.sleep(0.001)
-
-
 def _end_chats(platform, chat_ids):
     for chat_id in chat_ids:
         platform.start_chat(chat_id)
@@ -197,10 +191,10 @@ def test_threads_woken_together_share_a_claim_and_every_chat_gets_its_task(runti
     threads = [threading.Thread(target=worker.run_once, kwargs={"limit": 1, "expect_work": True})
                for _ in range(3)]
     threads[0].start()
-    _wait_for(lambda: limits)
+    wait_for(lambda: limits)
     for thread in threads[1:]:
         thread.start()
-    _wait_for(lambda: worker._line._waiting == 2)
+    wait_for(lambda: worker._line._waiting == 2)
     release.set()
     for thread in threads:
         thread.join(10)
