@@ -10,48 +10,17 @@ that (Python-side column defaults) runs through SQLAlchemy as before.
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, NoReturn
+from typing import Any, Callable, NoReturn
 
 from sqlalchemy import Connection
 from sqlalchemy.sql import Executable
-
-
-_BEGIN = "crmconnector.begin-with-first-statement"
-
-
-@contextmanager
-def begun_with_first_statement(conn: Connection) -> Iterator[None]:
-    """A transaction on this PostgreSQL connection (in autocommit at the driver) whose BEGIN travels with
-    its first statement: the driver would send it alone, a round trip more per transaction. Committed at
-    the end of the block unless its final query string committed already (`run_script`); when the block
-    raises, the connection's return to the pool rolls it back. A statement run through SQLAlchemy sends
-    the BEGIN alone (`send_pending_begin`)."""
-    from psycopg.pq import TransactionStatus
-
-    conn.info[_BEGIN] = True
-    try:
-        yield
-    finally:
-        conn.info.pop(_BEGIN, None)  # the pooled connection's info outlives this checkout
-    if conn.connection.driver_connection.pgconn.transaction_status != TransactionStatus.IDLE:  # type: ignore[union-attr]
-        run_script(conn, ["COMMIT"])
-
-
-def send_pending_begin(conn: Connection, cursor: Any) -> None:
-    """Before a statement that cannot carry the BEGIN (SQLAlchemy's own, with bound parameters): send it
-    alone, if the transaction is still to begin."""
-    if conn.info.pop(_BEGIN, False):
-        cursor.execute("BEGIN")
 
 
 def run_script(conn: Connection, statements: list[str]) -> None:
     """Send statements without parameters (see `DriverStatement.literal_sql`) in one round trip, as one
     query string (PostgreSQL's simple query protocol): the first that fails stops the rest and raises as
     SQLAlchemy would."""
-    if conn.info.pop(_BEGIN, False):
-        statements = ["BEGIN", *statements]
     script = ";\n".join(statements)
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
@@ -162,11 +131,7 @@ class DriverStatement:
         arguments = self._arguments(plan, params)
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
-            if conn.info.pop(_BEGIN, False):  # the transaction's first statement: with its BEGIN
-                cursor.execute(f"BEGIN;\n{self.literal_sql(conn, params)}")
-                cursor.nextset()
-            else:
-                cursor.execute(plan.compiled.string, arguments)
+            cursor.execute(plan.compiled.string, arguments)
         except conn.dialect.loaded_dbapi.Error as exc:
             cursor.close()
             self._raise(conn, exc, plan, arguments)

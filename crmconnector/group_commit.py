@@ -20,7 +20,6 @@ from typing import Any, Callable
 
 from sqlalchemy import Connection, Engine
 
-from crmconnector.driver_sql import begun_with_first_statement
 from crmconnector.metrics import INTAKE_BATCH
 from crmconnector.store import batched_inserts, take_wakeups
 
@@ -129,21 +128,11 @@ class GroupCommitter:
             self.on_commit(wakeups)
 
     def _transaction(self, works: list[Work]) -> tuple[list[Any], Counter[str]]:
-        if self.engine.dialect.name != "postgresql":
-            with self.engine.begin() as conn:
-                return self._apply_all(conn, works)
-        # On PostgreSQL the BEGIN goes with the first statement: a round trip less per transaction.
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            with begun_with_first_statement(conn):
-                outcome = self._apply_all(conn, works)
-            return outcome
-
-    @staticmethod
-    def _apply_all(conn: Connection, works: list[Work]) -> tuple[list[Any], Counter[str]]:
-        take_wakeups(conn)  # left over from an earlier use of this pooled connection
-        if len(works) == 1:  # alone, its rows are written at once: it sees its own conflicts
-            results = [works[0](conn)]
-        else:
-            with batched_inserts(conn, commit=True):
-                results = [work(conn) for work in works]
-        return results, take_wakeups(conn)
+        with self.engine.begin() as conn:
+            take_wakeups(conn)  # left over from an earlier use of this pooled connection
+            if len(works) == 1:  # alone, its rows are written at once: it sees its own conflicts
+                results = [works[0](conn)]
+            else:
+                with batched_inserts(conn, commit=True):
+                    results = [work(conn) for work in works]
+            return results, take_wakeups(conn)

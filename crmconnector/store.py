@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeDecorator
 
-from crmconnector.driver_sql import DriverStatement, run_script, send_pending_begin
+from crmconnector.driver_sql import DriverStatement, run_script
 
 metadata = MetaData()
 
@@ -343,11 +343,7 @@ def make_engine(database_url: str) -> Engine:
         url = url.set(drivername="postgresql+psycopg")
     # No pre-ping (a round trip on every checkout): a connection found dead fails its one statement,
     # which answers 503 (the platform retries), and the pool then replaces every older connection.
-    engine = create_engine(url, pool_size=10, max_overflow=20)
-    if url.get_backend_name() == "postgresql":
-        event.listen(engine, "before_cursor_execute",
-                     lambda conn, cursor, *_: send_pending_begin(conn, cursor))
-    return engine
+    return create_engine(url, pool_size=10, max_overflow=20)
 
 
 def insert_unless_there(dialect_name: str, table: Table) -> Any:
