@@ -8,6 +8,7 @@ threads or processes at once. A CRM error on one item only reschedules that item
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import uuid
@@ -67,28 +68,31 @@ _HELD_ELSEWHERE = exists().where(_OTHER.c.kind == outbox.c.kind, _OTHER.c.key ==
 _ANY_DUE = select(outbox.c.id).where(_DUE).limit(1)
 _CANDIDATES = (select(outbox.c.id, outbox.c.kind, outbox.c.key, outbox.c.attempts)
                .where(_DUE, ~_HELD_ELSEWHERE).order_by(outbox.c.due_at, outbox.c.id))
-# Checked again in the UPDATE: on PostgreSQL it sees what committed since the SELECT. One statement for
-# every item of the claim.
-_TAKE = outbox.update().where(outbox.c.id.in_(bindparam("items", expanding=True)), _DUE, ~_HELD_ELSEWHERE).values(
-    status="running", claimed_by=bindparam("token"), claimed_until=bindparam("until"),
-    attempts=outbox.c.attempts + 1, updated_at=_NOW).returning(outbox.c.id, outbox.c.attempts)
-_candidates: dict[tuple[bool, int], Any] = {}
+# The claim's statements run on the driver's cursor (`DriverStatement`): through SQLAlchemy's execution
+# (its cache key for statements this size, the expanding IN) a claim cost 0.9-1.4 ms of CPU, on the
+# driver's cursor 0.7-0.9 ms.
 
 
-def _candidates_for(postgres: bool, limit: int) -> Any:
-    statement = _candidates.get((postgres, limit))
-    if statement is None:
-        if postgres:
-            # Lock only as many rows as we may take, so other instances can claim the rest meanwhile, and
-            # try each one's (kind, key) advisory lock in the same round trip (`_key_locked`).
-            rows = _CANDIDATES.add_columns(outbox.c.due_at).limit(limit).with_for_update(
-                skip_locked=True, of=outbox).subquery()
-            statement = select(rows.c.id, rows.c.kind, rows.c.key, rows.c.attempts,
-                               _key_locked(rows.c.kind, rows.c.key)).order_by(rows.c.due_at, rows.c.id)
-        else:
-            statement = _CANDIDATES.limit(limit * 4)
-        _candidates[(postgres, limit)] = statement
-    return statement
+@functools.cache
+def _take(count: int) -> DriverStatement:
+    """Take `count` chosen items (bound as item_0, item_1, …), checked again in the UPDATE: on PostgreSQL
+    it sees what committed since the SELECT. One statement for every item of the claim."""
+    chosen = outbox.c.id.in_([bindparam(f"item_{n}", type_=outbox.c.id.type) for n in range(count)])
+    return DriverStatement(outbox.update().where(chosen, _DUE, ~_HELD_ELSEWHERE).values(
+        status="running", claimed_by=bindparam("token"), claimed_until=bindparam("until"),
+        attempts=outbox.c.attempts + 1, updated_at=_NOW).returning(outbox.c.id, outbox.c.attempts))
+
+
+@functools.cache
+def _candidates_for(postgres: bool, limit: int) -> DriverStatement:
+    if postgres:
+        # Lock only as many rows as we may take, so other instances can claim the rest meanwhile, and
+        # try each one's (kind, key) advisory lock in the same round trip (`_key_locked`).
+        rows = _CANDIDATES.add_columns(outbox.c.due_at).limit(limit).with_for_update(
+            skip_locked=True, of=outbox).subquery()
+        return DriverStatement(select(rows.c.id, rows.c.kind, rows.c.key, rows.c.attempts,
+                                      _key_locked(rows.c.kind, rows.c.key)).order_by(rows.c.due_at, rows.c.id))
+    return DriverStatement(_CANDIDATES.limit(limit * 4))
 
 
 def _key_locked(kind: Any, key: Any) -> Any:
@@ -108,16 +112,17 @@ def claim_due(conn: Connection, token: str, now: datetime, lease_until: datetime
     """
     postgres = conn.dialect.name == "postgresql"
     chosen: dict[int, tuple[str, str]] = {}  # candidate id -> (kind, key), in the order they are due
-    for row in conn.execute(_candidates_for(postgres, limit), {"now": now}).all():
-        if len(chosen) >= limit or (row.kind, row.key) in chosen.values():
+    for row in _candidates_for(postgres, limit).all(conn, {"now": now}):
+        if len(chosen) >= limit or (row["kind"], row["key"]) in chosen.values():
             continue
-        if postgres and not row.locked:
+        if postgres and not row["locked"]:
             continue  # another instance is claiming this chat's item right now
-        chosen[row.id] = (row.kind, row.key)
+        chosen[row["id"]] = (row["kind"], row["key"])
     if not chosen:
         return []
-    taken: dict[int, int] = {row.id: row.attempts for row in conn.execute(
-        _TAKE, {"items": list(chosen), "now": now, "token": token, "until": lease_until})}
+    items = {f"item_{n}": item_id for n, item_id in enumerate(chosen)}
+    taken: dict[int, int] = {row["id"]: row["attempts"] for row in _take(len(chosen)).all(
+        conn, {**items, "now": now, "token": token, "until": lease_until})}
     return [Item(item_id, kind, key, taken[item_id], token) for item_id, (kind, key) in chosen.items()
             if item_id in taken]
 
