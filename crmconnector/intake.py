@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from crmconnector import signatures
 from crmconnector.crm.base import CRMBackend
+from crmconnector.driver_sql import DriverStatement
 from crmconnector.events import Envelope, EventError, parse_data, parse_envelope
 from crmconnector.metrics import EVENT_SECONDS, EVENTS
 from crmconnector.settings import Settings
@@ -178,23 +179,24 @@ class Intake:
     def _replay(self, event_id: str, digest: str) -> Outcome | None:
         try:
             with reading(self.context.engine) as conn:  # on SQLite a read must not take the write lock
-                stored = conn.execute(_STORED, {"event": event_id}).first()
+                stored = _STORED.first(conn, {"event": event_id})
         except OperationalError as exc:
             raise StoreUnavailable(str(exc.orig)) from exc
         if stored is None:
             return None
-        if stored.body_hash != digest:
+        if stored["body_hash"] != digest:
             raise EventError(409, "event_id_reused", f"event id {event_id!r} was already used for another body",
                              "id")
-        return Outcome(stored.response_status, stored.response_body)
+        return Outcome(stored["response_status"], stored["response_body"])
 
 
 class _AlreadyStored(Exception):
     """Rolls back an attempt whose event id turned out to be stored already."""
 
 
-_STORED = select(events.c.body_hash, events.c.response_status, events.c.response_body).where(
-    events.c.id == bindparam("event"))
+# On the driver's cursor: every chat.started looks before its CRM match.
+_STORED = DriverStatement(select(events.c.body_hash, events.c.response_status, events.c.response_body).where(
+    events.c.id == bindparam("event")))
 
 
 def _ref(data: dict[str, Any], key: str) -> str | None:

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from crmconnector.store import chats, events, outbox, reading
 from crmconnector.signatures import HEADER, sign
-from tests.conftest import SECRET, signed_headers
+from tests.conftest import SECRET, sent_statements, signed_headers
 
 
 def _count_rows(runtime, table) -> int:
@@ -155,6 +155,23 @@ def test_repeated_id_replays_the_first_response_without_a_second_effect(client, 
     assert first.json == second.json
     assert _count_rows(runtime, events) == 1
     assert _count_rows(runtime, chats) == 1
+
+
+def test_the_look_for_a_stored_event_runs_on_the_drivers_cursor(client, runtime, monkeypatch):
+    """chat.started looks for its event id before its CRM match, once per chat: on the driver's cursor,
+    without SQLAlchemy's execution around it."""
+    from sqlalchemy import event
+
+    through_sqlalchemy: list[str] = []
+    event.listen(runtime.engine, "before_cursor_execute",
+                 lambda conn, cursor, sql, *args: through_sqlalchemy.append(sql))
+    sent = sent_statements(runtime.engine, monkeypatch)
+    body = json.dumps(_started()).encode()
+    assert _post(client, body).status_code == 200
+    assert _post(client, body).json["chat_id"] == "2415"
+    looks = [sql for sql, _ in sent if sql.startswith("SELECT events.body_hash")]
+    assert len(looks) == 2  # before the first answer and before the replay
+    assert [sql for sql in through_sqlalchemy if sql.startswith("SELECT events.body_hash")] == []
 
 
 def test_repeated_id_with_another_body_is_409(client, runtime):
