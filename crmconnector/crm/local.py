@@ -45,10 +45,11 @@ class LocalCRM:
         if not numbers:
             return []
         with self._read() as conn:
-            hits = conn.execute(_PHONE_HITS, {"numbers": list(numbers), "objects": list(objects)}).all()
+            params = {**{f"number_{n}": number for n, number in enumerate(numbers)},
+                      **{f"object_{n}": name for n, name in enumerate(objects)}}
             by_object: dict[str, set[str]] = {}
-            for obj, rid in hits:
-                by_object.setdefault(obj, set()).add(rid)
+            for hit in _phone_hits(len(numbers), len(objects)).all(conn, params):
+                by_object.setdefault(hit["object"], set()).add(hit["record_id"])
             records: list[Record] = []
             for obj, rids in by_object.items():
                 rows = conn.execute(_statement("by_ids", obj), {"ids": sorted(rids)}).mappings().all()
@@ -371,9 +372,15 @@ class LocalCRM:
 
 # The statements of the chat-log path and of matching, built once per table (building them per call
 # cost more than running them).
-_PHONE_HITS = select(phone_index.c.object, phone_index.c.record_id).where(
-    phone_index.c.e164.in_(bindparam("numbers", expanding=True)),
-    phone_index.c.object.in_(bindparam("objects", expanding=True)))
+@functools.cache
+def _phone_hits(numbers: int, objects: int) -> DriverStatement:
+    """The index rows of `numbers` numbers (bound as number_0, …) in `objects` objects (object_0, …): on
+    the driver's cursor, as every chat.started's match runs it."""
+    def bound(name: str, count: int, column: Any) -> list[Any]:
+        return [bindparam(f"{name}_{n}", type_=column.type) for n in range(count)]
+    return DriverStatement(select(phone_index.c.object, phone_index.c.record_id).where(
+        phone_index.c.e164.in_(bound("number", numbers, phone_index.c.e164)),
+        phone_index.c.object.in_(bound("object", objects, phone_index.c.object))))
 _STATEMENTS: dict[tuple[str, ...], Any] = {}
 
 
