@@ -132,4 +132,14 @@ def sent_statements(engine: Any, monkeypatch: Any) -> list[tuple[str, int]]:
     return sent
 
 
+def sqlalchemy_statements(engine: Any) -> list[str]:
+    """Every statement run through SQLAlchemy's execution on `engine` from now on (not those run on the
+    driver's cursor by crmconnector.driver_sql)."""
+    from sqlalchemy import event
+
+    seen: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda conn, cursor, sql, *args: seen.append(sql))
+    return seen
+
+
 SCRIPTS: list[list[str]] = []  # the scripts `sent_statements` saw, each a list of statements

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from crmconnector.store import chats, events, outbox, reading
 from crmconnector.signatures import HEADER, sign
-from tests.conftest import SECRET, sent_statements, signed_headers
+from tests.conftest import SECRET, sent_statements, signed_headers, sqlalchemy_statements
 
 
 def _count_rows(runtime, table) -> int:
@@ -160,11 +160,7 @@ def test_repeated_id_replays_the_first_response_without_a_second_effect(client, 
 def test_the_look_for_a_stored_event_runs_on_the_drivers_cursor(client, runtime, monkeypatch):
     """chat.started looks for its event id before its CRM match, once per chat: on the driver's cursor,
     without SQLAlchemy's execution around it."""
-    from sqlalchemy import event
-
-    through_sqlalchemy: list[str] = []
-    event.listen(runtime.engine, "before_cursor_execute",
-                 lambda conn, cursor, sql, *args: through_sqlalchemy.append(sql))
+    through_sqlalchemy = sqlalchemy_statements(runtime.engine)
     sent = sent_statements(runtime.engine, monkeypatch)
     body = json.dumps(_started()).encode()
     assert _post(client, body).status_code == 200

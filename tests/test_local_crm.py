@@ -294,14 +294,12 @@ def test_check_reports_every_object(crm):
 def test_the_phone_look_up_finds_every_object_on_the_drivers_cursor(crm, runtime):
     """Every chat.started's match reads the phone index: on the driver's cursor, without SQLAlchemy's
     execution around it, for any number of numbers and objects."""
-    from sqlalchemy import event
+    from tests.conftest import sqlalchemy_statements
 
     crm.create("Contact", {"LastName": "Ada", "Phone": "(415) 555-0101"})
     crm.create("Lead", {"LastName": "Bo", "Company": "X", "MobilePhone": "415-555-0102"})
     crm.create("Account", {"Name": "Cy", "Phone": "+1 415 555 0101"})
-    through_sqlalchemy: list[str] = []
-    event.listen(runtime.engine, "before_cursor_execute",
-                 lambda conn, cursor, sql, *args: through_sqlalchemy.append(sql))
+    through_sqlalchemy = sqlalchemy_statements(runtime.engine)
     both = crm.find_by_phone(["+14155550101", "+14155550102"], ["Contact", "Lead"])
     one = crm.find_by_phone(["+14155550101"], ["Contact", "Lead", "Account"])
     assert sorted((r.object, r.name) for r in both) == [("Contact", "Ada"), ("Lead", "Bo")]

@@ -7,7 +7,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from crmconnector.crm.errors import CRMAuthError, CRMRejected, RetryableCRMError
 from crmconnector.store import chats, reading
@@ -15,7 +15,7 @@ from crmconnector.sync.retry import RetryPolicy
 from crmconnector.sync.worker import claim_due, finish_done
 from tests.chat_support import (Clock, DiesAfterWrite, FlakyCRM, ended, full_chat, make_worker, outbox_rows,
                                 post_all, started, tasks, use_crm)
-from tests.conftest import sent_statements
+from tests.conftest import sent_statements, sqlalchemy_statements
 from tests.waiting import wait_for
 
 
@@ -160,18 +160,11 @@ def test_one_claim_takes_several_items_with_one_update_on_the_drivers_cursor(run
     """Two statements for the whole claim, run on the driver's cursor (SQLAlchemy's execution of these
     statements cost more CPU than the round trips)."""
     _end_chats(platform, ["c1", "c2", "c3"])
-    through_sqlalchemy: list[str] = []
-
-    def seen(conn, cursor, statement, *args):
-        through_sqlalchemy.append(statement)
-    event.listen(runtime.engine, "before_cursor_execute", seen)
+    through_sqlalchemy = sqlalchemy_statements(runtime.engine)
     sent = sent_statements(runtime.engine, monkeypatch)  # both paths
     now = Clock()()
-    try:
-        with runtime.engine.begin() as conn:
-            items = claim_due(conn, "a:1", now, now + timedelta(seconds=60), limit=5)
-    finally:
-        event.remove(runtime.engine, "before_cursor_execute", seen)
+    with runtime.engine.begin() as conn:
+        items = claim_due(conn, "a:1", now, now + timedelta(seconds=60), limit=5)
     assert sorted(i.key for i in items) == ["c1", "c2", "c3"] and {i.attempts for i in items} == {1}
     claim = [sql.lstrip().split()[0].upper() for sql, _ in sent if "outbox" in sql]
     assert claim == ["SELECT", "UPDATE"]
@@ -409,7 +402,7 @@ def test_each_new_item_wakes_a_thread_of_its_own_that_claims_it_without_a_look(r
     its item and waits again. Only a thread whose wait timed out looks (a read) before claiming."""
     from crmconnector.sync.outbox import enqueue
     from crmconnector.sync.worker import Worker
-    from tests.conftest import sent_statements
+    from tests.conftest import sent_statements, sqlalchemy_statements
 
     runtime.intake.writer.run(lambda conn: [enqueue(conn, "chat_log", key) for key in ("a", "b", "c")])
     signal = runtime.outbox_signal

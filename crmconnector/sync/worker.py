@@ -71,8 +71,6 @@ _CANDIDATES = (select(outbox.c.id, outbox.c.kind, outbox.c.key, outbox.c.attempt
 # The claim's statements run on the driver's cursor (`DriverStatement`): through SQLAlchemy's execution
 # (its cache key for statements this size, the expanding IN) a claim cost 0.9-1.4 ms of CPU, on the
 # driver's cursor 0.7-0.9 ms.
-
-
 @functools.cache
 def _take(count: int) -> DriverStatement:
     """Take `count` chosen items (bound as item_0, item_1, …), checked again in the UPDATE: on PostgreSQL
