@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, Iterable, NoReturn
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, bindparam
 from sqlalchemy.sql import Executable
 
 
@@ -29,6 +29,17 @@ def run_script(conn: Connection, statements: list[str]) -> None:
         conn._handle_dbapi_exception(exc, script, None, None, None)
     finally:
         cursor.close()
+
+
+def in_numbered(column: Any, name: str, count: int) -> Any:
+    """`column IN (:name_0, …, :name_<count-1>)`: an IN list a `DriverStatement` can run (built once per
+    count), where SQLAlchemy's expanding IN needs its execution layer. Bind with `numbered`."""
+    return column.in_([bindparam(f"{name}_{n}", type_=column.type) for n in range(count)])
+
+
+def numbered(name: str, values: Iterable[Any]) -> dict[str, Any]:
+    """The parameters of `in_numbered(column, name, len(values))`."""
+    return {f"{name}_{n}": value for n, value in enumerate(values)}
 
 
 @dataclass(frozen=True)

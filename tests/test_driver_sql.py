@@ -149,3 +149,15 @@ def test_literal_sql_renders_what_the_driver_would_bind_and_parses_the_statement
             assert len(built) == 1
     finally:
         engine.dispose()
+
+
+@pytest.mark.both_databases
+def test_a_numbered_in_list_selects_exactly_the_values_bound_to_it(engine):
+    from crmconnector.driver_sql import in_numbered, numbered
+
+    with engine.begin() as conn:
+        for chat_id in ("c1", "c2", "c3", "c10"):
+            conn.execute(chats.insert(), {"id": chat_id, "started": True, "updated_at": utcnow()})
+        chosen = DriverStatement(select(chats.c.id).where(in_numbered(chats.c.id, "chat", 3)))
+        assert sorted(row["id"] for row in chosen.all(conn, numbered("chat", ["c10", "c2", "c9"]))) == ["c10", "c2"]
+        assert numbered("chat", ["a", "b"]) == {"chat_0": "a", "chat_1": "b"}

@@ -21,7 +21,7 @@ from crmconnector.crm.errors import CRMNotFound, CRMRejected, RetryableCRMError
 from crmconnector.crm.local_schema import TABLES, phone_index
 from crmconnector.crm.objects import OBJECTS, PHONE_FIELDS, FieldSpec, display_name
 from crmconnector.matching.phone import try_normalize
-from crmconnector.driver_sql import DriverStatement
+from crmconnector.driver_sql import DriverStatement, in_numbered, numbered
 from crmconnector.store import crm_blobs, reading, single_statement_write, utcnow
 
 FILE_KEY_PREFIX = "crmconnector-key:"
@@ -45,8 +45,7 @@ class LocalCRM:
         if not numbers:
             return []
         with self._read() as conn:
-            params = {**{f"number_{n}": number for n, number in enumerate(numbers)},
-                      **{f"object_{n}": name for n, name in enumerate(objects)}}
+            params = {**numbered("number", numbers), **numbered("object", objects)}
             by_object: dict[str, set[str]] = {}
             for hit in _phone_hits(len(numbers), len(objects)).all(conn, params):
                 by_object.setdefault(hit["object"], set()).add(hit["record_id"])
@@ -374,13 +373,10 @@ class LocalCRM:
 # cost more than running them).
 @functools.cache
 def _phone_hits(numbers: int, objects: int) -> DriverStatement:
-    """The index rows of `numbers` numbers (bound as number_0, …) in `objects` objects (object_0, …): on
-    the driver's cursor, as every chat.started's match runs it."""
-    def bound(name: str, count: int, column: Any) -> list[Any]:
-        return [bindparam(f"{name}_{n}", type_=column.type) for n in range(count)]
+    """The index rows of `numbers` numbers in `objects` objects (bound with `numbered`): on the driver's
+    cursor, as every chat.started's match runs it."""
     return DriverStatement(select(phone_index.c.object, phone_index.c.record_id).where(
-        phone_index.c.e164.in_(bound("number", numbers, phone_index.c.e164)),
-        phone_index.c.object.in_(bound("object", objects, phone_index.c.object))))
+        in_numbered(phone_index.c.e164, "number", numbers), in_numbered(phone_index.c.object, "object", objects)))
 _STATEMENTS: dict[tuple[str, ...], Any] = {}
 
 
