@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import Connection, bindparam, literal_column, or_, select, union_all
+from sqlalchemy.dialects import postgresql
 
 from crmconnector import console, optout
 from crmconnector.chatstate import assignments_from
@@ -129,28 +130,70 @@ def _message_added(conn: Connection, chat: dict[str, Any], row: dict[str, Any]) 
     _after_ended(conn, chat)
 
 
-def _record_activity(conn: Connection, chat_id: str, activity: list[dict[str, Any]], event_id: str, kind: str,
-                     at: Any, data: dict[str, Any]) -> None:
-    """Store the assignment or transfer (once per event id) and add it to the chat's `activity` rows."""
+def _record_activity(conn: Connection, chat: dict[str, Any], activity: list[dict[str, Any]], event_id: str,
+                     kind: str, at: Any, data: dict[str, Any]) -> str | None:
+    """Store the assignment or transfer (once per event id), add it to the chat's `activity` rows and
+    recompute the current agent from them; the previous agent's e-mail when the current agent changed."""
     row = {"event_id": event_id, "kind": kind, "at": at, "data": data}
-    if insert_if_new(conn, chat_activity, {"chat_id": chat_id, **row}):
+    values = _agent_values([*activity, row])
+    if values is not None and conn.dialect.name == "postgresql":
+        # The row and the agent it makes current in one statement: the agent is set only if the row is new.
+        if _ACTIVITY_AND_AGENT.first(conn, {"chat_id": chat["id"], **row, **_as_set(values)}) is not None:
+            activity.append(row)
+            return _agent_changed(chat, values)
+    elif insert_if_new(conn, chat_activity, {"chat_id": chat["id"], **row}):
         activity.append(row)
+    return _refresh_agent(conn, chat, activity)
 
 
-def _refresh_agent(conn: Connection, chat: dict[str, Any], activity: list[dict[str, Any]]) -> str | None:
-    """Recompute the current agent (latest by time) and first acceptance from the chat's activity rows;
-    return the previous agent's e-mail when the current agent changed."""
+def _agent_values(activity: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The current agent (latest by time) and first acceptance that these activity rows give; None
+    when none of them assigns an agent."""
     assignments = assignments_from(activity)
     if not assignments:
         return None
     current = assignments[-1].agent
     first = [a for a in assignments if a.source == "assigned"] or assignments
-    values = {"agent_id": current.get("id"), "agent_email": (current.get("email") or "").lower() or None,
-              "agent_name": current.get("name"), "assigned_at": first[0].at, "updated_at": utcnow()}
+    return {"agent_id": current.get("id"), "agent_email": (current.get("email") or "").lower() or None,
+            "agent_name": current.get("name"), "assigned_at": first[0].at, "updated_at": utcnow()}
+
+
+def _refresh_agent(conn: Connection, chat: dict[str, Any], activity: list[dict[str, Any]]) -> str | None:
+    """Set the chat's agent from its activity rows; the previous agent's e-mail when it changed."""
+    values = _agent_values(activity)
+    if values is None:
+        return None
     update_chat(conn, chat["id"], values)
+    return _agent_changed(chat, values)
+
+
+def _agent_changed(chat: dict[str, Any], values: dict[str, Any]) -> str | None:
+    """Take the new agent into `chat`; the previous agent's e-mail when the agent changed."""
     previous = chat.get("agent_email")
     chat.update(values)
     return previous if previous != values["agent_email"] else None
+
+
+_AGENT_COLUMNS = ("agent_id", "agent_email", "agent_name", "assigned_at", "updated_at")
+
+
+def _as_set(values: dict[str, Any]) -> dict[str, Any]:
+    return {f"set_{name}": value for name, value in values.items()}
+
+
+def _activity_and_agent() -> DriverStatement:
+    """PostgreSQL: `WITH added AS (INSERT … ON CONFLICT DO NOTHING RETURNING …) UPDATE chats … FROM added`:
+    an activity row and the chat's agent in one statement, the agent only when the row was new."""
+    added = (postgresql.insert(chat_activity)
+             .values({name: bindparam(name, type_=chat_activity.c[name].type) for name in ("chat_id", *_ACTIVITY_FIELDS)})
+             .on_conflict_do_nothing().returning(chat_activity.c.chat_id).cte("added"))
+    return DriverStatement(
+        chats.update().where(chats.c.id == added.c.chat_id)
+        .values({name: bindparam(f"set_{name}", type_=chats.c[name].type) for name in _AGENT_COLUMNS})
+        .returning(chats.c.id))
+
+
+_ACTIVITY_AND_AGENT = _activity_and_agent()
 
 
 def _publish(conn: Connection, chat: dict[str, Any], kind: str) -> None:
@@ -172,9 +215,7 @@ def _ok(chat_id: str) -> Outcome:
 def apply_assigned(context: EventContext, conn: Connection, envelope: Envelope, data: ChatAssigned,
                    prepared: Any) -> Outcome:
     chat, activity = _chat_with_activity(conn, data.chat.id)
-    _record_activity(conn, chat["id"], activity, envelope.id, "assigned", data.assigned_at,
-                     {"agent": _person(data.agent)})
-    _refresh_agent(conn, chat, activity)
+    _record_activity(conn, chat, activity, envelope.id, "assigned", data.assigned_at, {"agent": _person(data.agent)})
     _publish(conn, chat, "pop")
     _after_ended(conn, chat)
     return _ok(chat["id"])
@@ -198,8 +239,7 @@ def apply_transferred(context: EventContext, conn: Connection, envelope: Envelop
     transfer = data.transfer
     record = {"status": transfer.status, "from_agent": _person(transfer.from_agent),
               "to_agent": _person(transfer.to_agent), "to_queue": _person(transfer.to_queue)}
-    _record_activity(conn, chat["id"], activity, envelope.id, "transfer", transfer.at, record)
-    previous = _refresh_agent(conn, chat, activity)
+    previous = _record_activity(conn, chat, activity, envelope.id, "transfer", transfer.at, record)
     if previous:
         console.publish(conn, previous, chat["id"], "transferred", {"chat_id": chat["id"]})
         _publish(conn, chat, "pop")

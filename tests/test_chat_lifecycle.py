@@ -181,6 +181,42 @@ def test_an_assignment_reads_its_chat_and_earlier_assignments_in_one_statement(p
                                  ("huck@example.com", "pop")]
 
 
+def test_an_assignment_stores_its_row_and_the_new_agent_in_one_statement_on_postgresql(platform, runtime,
+                                                                                      monkeypatch):
+    """The activity row and the agent it makes current: one statement on PostgreSQL (the agent is set
+    only if the row is new), an INSERT and an UPDATE on SQLite."""
+    from tests.conftest import sent_statements
+
+    platform.start_chat()
+    sent = sent_statements(runtime.engine, monkeypatch)
+    platform.post("chat.assigned", assigned(TOM, 10))
+    writes = [sql for sql, _ in sent if "INSERT INTO chat_activity" in sql or "UPDATE chats" in sql]
+    if runtime.engine.dialect.name == "postgresql":
+        assert len(writes) == 1 and "INSERT INTO chat_activity" in writes[0] and "UPDATE chats" in writes[0]
+    else:
+        assert [sql.split(" (")[0].split(" SET")[0] for sql in writes] == ["INSERT INTO chat_activity", "UPDATE chats"]
+    assert _chat(runtime)["agent_email"] == "tom@example.com"
+    assert _console(runtime) == [("tom@example.com", "pop")]
+
+
+def test_an_assignment_whose_row_is_stored_already_leaves_the_agent_its_rows_give(platform, runtime):
+    """Its event id is new but its activity row exists (stored by an earlier attempt): no second row,
+    and the chat's agent is the one the stored rows give."""
+    from datetime import datetime
+
+    from crmconnector.store import chat_activity
+
+    platform.start_chat()
+    with runtime.engine.begin() as conn:
+        conn.execute(chat_activity.insert().values(chat_id=CHAT, event_id="a-stored", kind="assigned",
+                                                   at=datetime.fromisoformat(at(10).replace("Z", "+00:00")),
+                                                   data={"agent": HUCK}))
+    assert platform.post("chat.assigned", assigned(TOM, 20), event_id="a-stored").status_code == 200
+    with reading(runtime.engine) as conn:
+        assert conn.execute(select(chat_activity.c.data)).scalars().all() == [{"agent": HUCK}]
+    assert _chat(runtime)["agent_email"] == "huck@example.com"
+
+
 def test_agents_consoles_hear_pops_messages_transfers_and_the_end(platform, runtime):
     platform.start_chat()
     platform.post("chat.assigned", assigned(TOM, 10))
