@@ -217,6 +217,37 @@ def test_an_assignment_whose_row_is_stored_already_leaves_the_agent_its_rows_giv
     assert _chat(runtime)["agent_email"] == "huck@example.com"
 
 
+def test_the_chat_log_records_its_task_and_tells_the_agent_once_per_change(platform, runtime, crm, monkeypatch):
+    """On PostgreSQL the posted status and the agent's console update are one statement of the outbox
+    thread's own, outside the transaction that finishes the item; on SQLite they are part of it. Rendered
+    again with the status posted already (as a media retry does), the agent is not told again."""
+    from crmconnector.sync.outbox import enqueue
+    from tests.conftest import sent_statements
+
+    platform.start_chat()
+    platform.post("chat.assigned", assigned(TOM, 10))
+    platform.post("chat.ended", ended(60))
+    sent = sent_statements(runtime.engine, monkeypatch)
+    make_worker(runtime).run_once()
+    status_writes = [sql for sql, _ in sent if "UPDATE chats" in sql]
+    if runtime.engine.dialect.name == "postgresql":
+        assert len(status_writes) == 1 and status_writes[0].startswith("WITH changed AS")
+        assert "INSERT INTO console_events" in status_writes[0]
+    else:
+        assert len(status_writes) == 1 and status_writes[0].startswith("UPDATE chats SET")
+    [task] = tasks(crm)
+    chat = _chat(runtime)
+    assert (chat["crm_status"], chat["task_id"]) == ("posted", task.id)
+    assert _console(runtime)[-2:] == [("tom@example.com", "ended"), ("tom@example.com", "status")]
+
+    with runtime.engine.begin() as conn:
+        enqueue(conn, "chat_log", CHAT)
+    make_worker(runtime).run_once()
+    assert [t.id for t in tasks(crm)] == [task.id]
+    assert _chat(runtime)["crm_status"] == "posted"
+    assert _console(runtime)[-2:] == [("tom@example.com", "ended"), ("tom@example.com", "status")]
+
+
 def test_agents_consoles_hear_pops_messages_transfers_and_the_end(platform, runtime):
     platform.start_chat()
     platform.post("chat.assigned", assigned(TOM, 10))

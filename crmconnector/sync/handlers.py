@@ -19,7 +19,7 @@ from crmconnector.settings import Settings
 from crmconnector.store import chat_media, chats, reading, utcnow
 from crmconnector.crm.base import FileUpload
 from crmconnector.sync.chatlog import MediaFetcher, MediaOutcome, gather_media, render
-from crmconnector.sync.outbox import enqueue, queue_chat_log, set_crm_status
+from crmconnector.sync.outbox import enqueue, queue_chat_log, record_posted_at_once, set_crm_status
 from crmconnector.sync.worker import Done, Item, finish_done
 
 if TYPE_CHECKING:
@@ -47,10 +47,12 @@ def chat_log(worker: "Worker", item: Item) -> None:
     task = render(state, contact_account_id=account_id, media=media)
     result = worker.crm.upsert_with_files("Task", "CallObject", task.fields, task.files)
     retry_at = media_retry_at(media, chat.get("ended_at"), worker.clock())
+    posted = record_posted_at_once(worker.engine, state.id, result.id)
 
     def record(conn: Any) -> None:
         _record_media(conn, state.id, media, result.file_ids)
-        set_crm_status(conn, state.id, "posted", task_id=result.id)
+        if not posted:
+            set_crm_status(conn, state.id, "posted", task_id=result.id)
         if retry_at is not None:
             enqueue(conn, "chat_log", state.id, due_at=retry_at)
         finish_done(conn, item)

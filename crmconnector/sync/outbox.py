@@ -4,11 +4,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, exists, select
+from sqlalchemy import Connection, Engine, bindparam, exists, func, literal, select
 
 from crmconnector import console
 from crmconnector.driver_sql import DriverStatement
-from crmconnector.store import chats, outbox, run_or_hold, update_chat, utcnow, wake_after_commit
+from crmconnector.store import (chats, console_events, outbox, run_or_hold, single_statement_write, update_chat,
+                                utcnow, wake_after_commit)
 
 
 # INSERT … SELECT … WHERE NOT EXISTS: the look for a pending item and the insert in one statement.
@@ -54,3 +55,34 @@ def set_crm_status(conn: Connection, chat_id: str, status: str, *, task_id: str 
         update_chat(conn, chat_id, values)
     elif changed["agent_email"]:
         console.publish(conn, changed["agent_email"], chat_id, "status", {"chat_id": chat_id})
+
+
+def _posted_and_told() -> DriverStatement:
+    """PostgreSQL: the chat's status turns posted (when it was another) and its agent's console is told,
+    in one statement; it returns how many chats changed (0 or 1)."""
+    changed = (chats.update().where(chats.c.id == bindparam("chat"), chats.c.crm_status.is_distinct_from("posted"))
+               .values(crm_status="posted", crm_error=None, task_id=bindparam("task"), updated_at=bindparam("now"))
+               .returning(chats.c.id, chats.c.agent_email).cte("changed"))
+    told = console_events.insert().from_select(
+        ["agent_email", "chat_id", "kind", "payload", "created_at"],
+        select(changed.c.agent_email, changed.c.id, literal("status"),
+               bindparam("payload", type_=console_events.c.payload.type), bindparam("now", type_=chats.c.updated_at.type))
+        .where(changed.c.agent_email.is_not(None))).cte("told")
+    return DriverStatement(select(func.count().label("changed")).select_from(changed).add_cte(told))
+
+
+_POSTED_AND_TOLD = _posted_and_told()
+
+
+def record_posted_at_once(engine: Engine, chat_id: str, task_id: str) -> bool:
+    """On PostgreSQL, record the chat's Task as posted and tell its agent's console in one statement of
+    its own (autocommit), so that the chat log leaves one round trip fewer to the transactions every
+    callback waits for; the caller wakes the consoles. True when that changed the status; False when the
+    status was posted already, or on SQLite (a write there takes the one write lock either way): then
+    `set_crm_status` records it in the caller's transaction."""
+    if engine.dialect.name != "postgresql":
+        return False
+    with single_statement_write(engine) as conn:
+        row = _POSTED_AND_TOLD.first(conn, {"chat": chat_id, "task": task_id, "now": utcnow(),
+                                            "payload": {"chat_id": chat_id}})
+    return bool(row and row["changed"])
