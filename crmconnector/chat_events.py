@@ -137,7 +137,8 @@ def _record_activity(conn: Connection, chat: dict[str, Any], activity: list[dict
     row = {"event_id": event_id, "kind": kind, "at": at, "data": data}
     values = _agent_values([*activity, row])
     if values is not None and conn.dialect.name == "postgresql":
-        # The row and the agent it makes current in one statement: the agent is set only if the row is new.
+        # The row and the agent it makes current in one statement: the agent is set only if the row is new
+        # (a row stored already leaves the agent to the stored rows, below).
         if _ACTIVITY_AND_AGENT.first(conn, {"chat_id": chat["id"], **row, **_as_set(values)}) is not None:
             activity.append(row)
             return _agent_changed(chat, values)
