@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, bindparam, func, literal, select
 
 from crmconnector.store import console_events, insert_or_hold, utcnow, wake_after_commit
 
@@ -14,3 +14,15 @@ def publish(conn: Connection, agent_email: str, chat_id: str, kind: str, payload
            "created_at": utcnow()}
     insert_or_hold(conn, console_events, row)
     wake_after_commit(conn, "consoles")
+
+
+def publish_from(source: Any, kind: str) -> Any:
+    """`publish` as part of a statement: the INSERT of a `kind` update for each row of `source` (a
+    selectable with `agent_email` and `id`, the chat's) that has an agent. Bind `payload` and `now`; the
+    caller wakes the consoles once it is committed."""
+    return console_events.insert().from_select(
+        ["agent_email", "chat_id", "kind", "payload", "created_at"],
+        select(func.lower(source.c.agent_email), source.c.id, literal(kind),
+               bindparam("payload", type_=console_events.c.payload.type),
+               bindparam("now", type_=console_events.c.created_at.type))
+        .where(source.c.agent_email.is_not(None)))

@@ -4,12 +4,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, exists, func, literal, select
+from sqlalchemy import Connection, Engine, bindparam, exists, func, select
 
 from crmconnector import console
 from crmconnector.driver_sql import DriverStatement
-from crmconnector.store import (chats, console_events, outbox, run_or_hold, single_statement_write, update_chat,
-                                utcnow, wake_after_commit)
+from crmconnector.store import (chats, outbox, run_or_hold, single_statement_write, update_chat, utcnow,
+                                wake_after_commit)
 
 
 # INSERT … SELECT … WHERE NOT EXISTS: the look for a pending item and the insert in one statement.
@@ -63,11 +63,7 @@ def _posted_and_told() -> DriverStatement:
     changed = (chats.update().where(chats.c.id == bindparam("chat"), chats.c.crm_status.is_distinct_from("posted"))
                .values(crm_status="posted", crm_error=None, task_id=bindparam("task"), updated_at=bindparam("now"))
                .returning(chats.c.id, chats.c.agent_email).cte("changed"))
-    told = console_events.insert().from_select(
-        ["agent_email", "chat_id", "kind", "payload", "created_at"],
-        select(changed.c.agent_email, changed.c.id, literal("status"),
-               bindparam("payload", type_=console_events.c.payload.type), bindparam("now", type_=chats.c.updated_at.type))
-        .where(changed.c.agent_email.is_not(None))).cte("told")
+    told = console.publish_from(changed, "status").cte("told")
     return DriverStatement(select(func.count().label("changed")).select_from(changed).add_cte(told))
 
 
