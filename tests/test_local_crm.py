@@ -75,6 +75,19 @@ def test_ids_with_a_wrong_suffix_or_characters_are_not_valid():
     assert ids.is_valid_id(good[:15])
 
 
+def test_random_ids_take_about_one_draw_from_the_os_each_and_use_every_body_character(monkeypatch):
+    """A Task is created per chat: its id should not cost a system call per character."""
+    import random
+
+    draws = []
+    real = random._urandom  # type: ignore[attr-defined]
+    monkeypatch.setattr(random, "_urandom", lambda n: draws.append(n) or real(n))
+    made = [ids.new_id("Task") for _ in range(200)]
+    assert len(draws) < 2 * len(made)  # one draw, and a second now and then (a value out of range)
+    assert len(set(made)) == len(made) and all(ids.is_valid_id(i, "Task") for i in made)
+    assert {ch for i in made for ch in i[3:15]} == set(string.ascii_letters + string.digits)
+
+
 def test_sequence_ids_are_deterministic_and_distinct():
     assert ids.new_id("Contact", 1) == ids.new_id("Contact", 1)
     assert len({ids.new_id("Contact", n) for n in range(1000)}) == 1000

@@ -15,6 +15,8 @@ KEY_PREFIXES = {
 }
 _ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase
 _SUFFIX = string.ascii_uppercase + "012345"
+_BODY_LENGTH = 12  # after the 3-character key prefix
+_BODIES = len(_ALPHABET) ** _BODY_LENGTH
 
 
 def case_safe_suffix(id15: str) -> str:
@@ -34,16 +36,14 @@ def to_18(record_id: str) -> str:
 
 
 def new_id(object_name: str, sequence: int | None = None) -> str:
-    """A fresh 18-character id with the object's key prefix (pod '0' and random body)."""
+    """A fresh 18-character id with the object's key prefix and a random body, drawn from the OS
+    in one go rather than a character at a time, or the body that numbers `sequence`."""
     prefix = KEY_PREFIXES[object_name]
-    if sequence is None:
-        body = "".join(secrets.choice(_ALPHABET) for _ in range(12))
-    else:
-        body = ""
-        n = sequence
-        for _ in range(12):
-            n, r = divmod(n, 62)
-            body = _ALPHABET[r] + body
+    n = secrets.randbelow(_BODIES) if sequence is None else sequence
+    body = ""
+    for _ in range(_BODY_LENGTH):
+        n, r = divmod(n, 62)
+        body = _ALPHABET[r] + body
     return to_18(prefix + body)
 
 
