@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
-from sqlalchemy import Connection, bindparam, literal, null, select, true, union_all
+from sqlalchemy import Connection, bindparam, literal, null, select, type_coerce, union_all
 
 from crmconnector.driver_sql import DriverStatement
 from crmconnector.store import chat_activity, chat_media, chat_messages, chats
@@ -115,19 +115,27 @@ def assignments_from(rows: Sequence[Any]) -> list[Assignment]:
     return sorted(found, key=lambda a: a.sort_key)
 
 
-# Built once: every chat log loads this. The chat's row with its messages and its activity
-# (assignments, transfers) in one read: one row per message or activity, each saying which it is in the
-# messages' column names, with the chat's columns on every row (one row of NULLs past them when the chat
-# has neither).
-_HISTORY = union_all(
-    select(literal("message").label("source"), chat_messages.c.message_id, chat_messages.c.sender,
-           chat_messages.c.text, chat_messages.c.sent_at, chat_messages.c.agent, chat_messages.c.media)
+# Built once: every chat log loads this. The chat's row, its messages and its activity (assignments,
+# transfers) in one read: the chat's row once, then one row per message or activity, each saying which
+# it is (`source`) in the messages' column names. Every row carries every column, NULL where it is not
+# its own: the chat's columns (two of them JSON) are decoded once, not once per message.
+_HISTORY_COLUMNS = [chat_messages.c[name] for name in ("message_id", "sender", "text", "sent_at", "agent", "media")]
+
+
+def _nulls(columns: Sequence[Any]) -> list[Any]:
+    """NULLs typed as `columns`, so that the rows are read with the right conversions whichever
+    part of the UNION they come from."""
+    return [type_coerce(null(), column.type).label(column.name) for column in columns]
+
+
+_CHAT_WITH_HISTORY = DriverStatement(union_all(
+    select(*chats.c, literal("chat").label("source"), *_nulls(_HISTORY_COLUMNS))
+    .where(chats.c.id == bindparam("chat")),
+    select(*_nulls(list(chats.c)), literal("message"), *_HISTORY_COLUMNS)
     .where(chat_messages.c.chat_id == bindparam("chat")),
-    select(literal("activity"), chat_activity.c.event_id, chat_activity.c.kind, null(), chat_activity.c.at,
-           chat_activity.c.data, null())
-    .where(chat_activity.c.chat_id == bindparam("chat"))).subquery("history")
-_CHAT_WITH_HISTORY = DriverStatement(
-    select(chats, _HISTORY).select_from(chats.outerjoin(_HISTORY, true())).where(chats.c.id == bindparam("chat")))
+    select(*_nulls(list(chats.c)), literal("activity"), chat_activity.c.event_id, chat_activity.c.kind, null(),
+           chat_activity.c.at, chat_activity.c.data, null())
+    .where(chat_activity.c.chat_id == bindparam("chat"))))
 _CHAT_COLUMNS = tuple(chats.c.keys())
 _MEDIA = DriverStatement(select(chat_media).where(chat_media.c.chat_id == bindparam("chat")))
 
@@ -135,9 +143,9 @@ _MEDIA = DriverStatement(select(chat_media).where(chat_media.c.chat_id == bindpa
 def load(conn: Connection, chat_id: str) -> ChatState | None:
     """The chat's state as stored now; None when no event of this chat was ever accepted."""
     rows = _CHAT_WITH_HISTORY.all(conn, {"chat": chat_id})
-    if not rows:
+    chat = next(({name: r[name] for name in _CHAT_COLUMNS} for r in rows if r["source"] == "chat"), None)
+    if chat is None:
         return None
-    chat = {name: rows[0][name] for name in _CHAT_COLUMNS}
     messages = sorted(
         (MessageState(r["message_id"], r["sender"], r["text"] or "", r["sent_at"], r["agent"], r["media"] or [])
          for r in rows if r["source"] == "message"),

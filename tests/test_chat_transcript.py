@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from crmconnector.store import reading
 from crmconnector.sync.handlers import default_fetcher
-from tests.chat_support import ended, fake_fetch, make_worker, message, started, task_files, tasks
+import pytest
+
+from tests.chat_support import TOM, assigned, ended, fake_fetch, make_worker, message, started, task_files, tasks
 
 NOTE = "[Transcript truncated: the full transcript is attached as transcript-2415.txt]"
 
@@ -82,6 +84,29 @@ def test_media_is_fetched_once_and_a_refusal_is_final(platform, runtime, crm):
     assert ("[2026-11-21 17:03:15Z] Consumer: [attached: a.jpg] "
             "[media not attached: https://media.example/gone (HTTP 404)]") in task.fields["Description"]
     assert [name for name, _ in task_files(crm, task.id)] == ["a.jpg"]
+
+
+@pytest.mark.both_databases
+def test_the_chat_state_read_carries_the_chat_row_once_however_many_messages_it_has(platform, runtime):
+    """The chat's columns (its match and screen pop are JSON) are read and converted once per chat log,
+    not once per message or assignment; the state is the same."""
+    from crmconnector import chatstate
+
+    platform.start_chat("long")
+    platform.post("chat.assigned", assigned(TOM, 5, "long"))
+    for n in range(4):
+        platform.post("chat.message", message(f"m{n}", "consumer", f"text {n}", 10 + n, chat_id="long"))
+    with reading(runtime.engine) as conn:
+        rows = chatstate._CHAT_WITH_HISTORY.all(conn, {"chat": "long"})
+        state = chatstate.load(conn, "long")
+        assert chatstate.load(conn, "no-such-chat") is None
+    assert sorted(r["source"] for r in rows) == ["activity", "chat", *["message"] * 4]
+    assert [r["id"] for r in rows if r["id"] is not None] == ["long"]
+    assert state is not None and state.chat["id"] == "long" and state.chat["match_outcome"] is not None
+    assert [m.message_id for m in state.messages] == ["m0", "m1", "m2", "m3"]
+    assert [m.text for m in state.messages] == [f"text {n}" for n in range(4)]
+    assert [a.agent["email"] for a in state.assignments] == [TOM["email"]]
+    assert state.messages[0].sent_at.tzinfo is not None
 
 
 def test_the_chat_state_is_one_read_and_its_media_rows_are_read_only_for_a_chat_with_media(platform, runtime,
