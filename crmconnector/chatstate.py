@@ -119,7 +119,8 @@ def assignments_from(rows: Sequence[Any]) -> list[Assignment]:
 # transfers) in one read: the chat's row once, then one row per message or activity, each saying which
 # it is (`source`) in the messages' column names. Every row carries every column, NULL where it is not
 # its own: the chat's columns (two of them JSON) are decoded once, not once per message.
-_HISTORY_COLUMNS = [chat_messages.c[name] for name in ("message_id", "sender", "text", "sent_at", "agent", "media")]
+_HISTORY_COLUMNS = [chat_messages.c[name]
+                    for name in ("message_id", "sender", "text", "sent_at", "agent", "media")]
 
 
 def _nulls(columns: Sequence[Any]) -> list[Any]:

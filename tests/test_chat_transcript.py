@@ -2,10 +2,10 @@
 attached, and media that could not be fetched noted on its message's line."""
 from __future__ import annotations
 
-from crmconnector.store import reading
-from crmconnector.sync.handlers import default_fetcher
 import pytest
 
+from crmconnector.store import reading
+from crmconnector.sync.handlers import default_fetcher
 from tests.chat_support import TOM, assigned, ended, fake_fetch, make_worker, message, started, task_files, tasks
 
 NOTE = "[Transcript truncated: the full transcript is attached as transcript-2415.txt]"
