@@ -9,7 +9,7 @@ finishes, which go through the writer too), its wall time and CPU per item. No c
 no sockets of its own, so the numbers move less with the host than `bench/load.py`'s (still by a third:
 compare runs interleaved).
 
-    python bench/inprocess.py --threads 16 --chats 640 --rounds 2
+    python bench/inprocess.py --threads 16 --chats 640 --rounds 2 [--without-chat-log]
 """
 from __future__ import annotations
 
@@ -94,6 +94,10 @@ def run(args: argparse.Namespace) -> None:
                            "CRMCONNECTOR_INSTANCE_PATH": str(folder / "instance"), "CRMCONNECTOR_CRM": "local",
                            "CRMCONNECTOR_ABANDONED_TICKETS": "off"})
         clock = WriterClock()
+        if args.without_chat_log:
+            from crmconnector.sync import handlers
+
+            handlers.HANDLERS["chat_log"] = lambda worker, item: None  # the item is only finished
         from webapp.wsgi import build_app
 
         app = build_app()
@@ -135,6 +139,9 @@ def main() -> None:
     parser.add_argument("--chats", type=int, default=640, help="chats per round, spread over the threads")
     parser.add_argument("--messages", type=int, default=6, help="messages per chat")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--without-chat-log", action="store_true",
+                        help="chat logs only finish their outbox item (no state read, no Task): what their CPU "
+                             "costs the callbacks of the same process")
     run(parser.parse_args())
 
 
