@@ -186,7 +186,8 @@ def _activity_and_agent() -> DriverStatement:
     """PostgreSQL: `WITH added AS (INSERT … ON CONFLICT DO NOTHING RETURNING …) UPDATE chats … FROM added`:
     an activity row and the chat's agent in one statement, the agent only when the row was new."""
     added = (postgresql.insert(chat_activity)
-             .values({name: bindparam(name, type_=chat_activity.c[name].type) for name in ("chat_id", *_ACTIVITY_FIELDS)})
+             .values({name: bindparam(name, type_=chat_activity.c[name].type)
+                      for name in ("chat_id", *_ACTIVITY_FIELDS)})
              .on_conflict_do_nothing().returning(chat_activity.c.chat_id).cte("added"))
     return DriverStatement(
         chats.update().where(chats.c.id == added.c.chat_id)

@@ -129,12 +129,13 @@ def _nulls(columns: Sequence[Any]) -> list[Any]:
     return [type_coerce(null(), column.type).label(column.name) for column in columns]
 
 
+_NO_CHAT = _nulls(list(chats.c))
 _CHAT_WITH_HISTORY = DriverStatement(union_all(
     select(*chats.c, literal("chat").label("source"), *_nulls(_HISTORY_COLUMNS))
     .where(chats.c.id == bindparam("chat")),
-    select(*_nulls(list(chats.c)), literal("message"), *_HISTORY_COLUMNS)
+    select(*_NO_CHAT, literal("message"), *_HISTORY_COLUMNS)
     .where(chat_messages.c.chat_id == bindparam("chat")),
-    select(*_nulls(list(chats.c)), literal("activity"), chat_activity.c.event_id, chat_activity.c.kind, null(),
+    select(*_NO_CHAT, literal("activity"), chat_activity.c.event_id, chat_activity.c.kind, null(),
            chat_activity.c.at, chat_activity.c.data, null())
     .where(chat_activity.c.chat_id == bindparam("chat"))))
 _CHAT_COLUMNS = tuple(chats.c.keys())
