@@ -97,7 +97,11 @@ def run(args: argparse.Namespace) -> None:
         if args.without_chat_log:
             from crmconnector.sync import handlers
 
+            from crmconnector.sync.worker import finish_done
+
             handlers.HANDLERS["chat_log"] = lambda worker, item: None  # the item is only finished
+            handlers.BATCH_HANDLERS["chat_log"] = lambda worker, items: worker.write(
+                lambda conn: [finish_done(conn, item) for item in items])
         from webapp.wsgi import build_app
 
         app = build_app()

@@ -5,13 +5,14 @@ the order in which events arrived, so the same set of events always gives the sa
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
-from sqlalchemy import Connection, bindparam, literal, null, select, type_coerce, union_all
+from sqlalchemy import Connection, literal, null, select, type_coerce, union_all
 
-from crmconnector.driver_sql import DriverStatement
+from crmconnector.driver_sql import DriverStatement, in_numbered, numbered
 from crmconnector.store import chat_activity, chat_media, chat_messages, chats
 
 
@@ -115,10 +116,11 @@ def assignments_from(rows: Sequence[Any]) -> list[Assignment]:
     return sorted(found, key=lambda a: a.sort_key)
 
 
-# Built once: every chat log loads this. The chat's row, its messages and its activity (assignments,
-# transfers) in one read: the chat's row once, then one row per message or activity, each saying which
-# it is (`source`) in the messages' column names. Every row carries every column, NULL where it is not
-# its own: the chat's columns (two of them JSON) are decoded once, not once per message.
+# Built once per number of chats: every chat log loads this. Each chat's row, its messages and its
+# activity (assignments, transfers) in one read for several chats: a chat's row once, then one row per
+# message or activity, each saying whose (`of_chat`) and which it is (`source`) in the messages' column
+# names. Every row carries every column, NULL where it is not its own: a chat's columns (two of them
+# JSON) are decoded once, not once per message.
 _HISTORY_COLUMNS = [chat_messages.c[name]
                     for name in ("message_id", "sender", "text", "sent_at", "agent", "media")]
 
@@ -130,21 +132,52 @@ def _nulls(columns: Sequence[Any]) -> list[Any]:
 
 
 _NO_CHAT = _nulls(list(chats.c))
-_CHAT_WITH_HISTORY = DriverStatement(union_all(
-    select(*chats.c, literal("chat").label("source"), *_nulls(_HISTORY_COLUMNS))
-    .where(chats.c.id == bindparam("chat")),
-    select(*_NO_CHAT, literal("message"), *_HISTORY_COLUMNS)
-    .where(chat_messages.c.chat_id == bindparam("chat")),
-    select(*_NO_CHAT, literal("activity"), chat_activity.c.event_id, chat_activity.c.kind, null(),
-           chat_activity.c.at, chat_activity.c.data, null())
-    .where(chat_activity.c.chat_id == bindparam("chat"))))
 _CHAT_COLUMNS = tuple(chats.c.keys())
-_MEDIA = DriverStatement(select(chat_media).where(chat_media.c.chat_id == bindparam("chat")))
+
+
+@functools.cache
+def _chats_with_history(count: int) -> DriverStatement:
+    return DriverStatement(union_all(
+        select(*chats.c, chats.c.id.label("of_chat"), literal("chat").label("source"), *_nulls(_HISTORY_COLUMNS))
+        .where(in_numbered(chats.c.id, "chat", count)),
+        select(*_NO_CHAT, chat_messages.c.chat_id, literal("message"), *_HISTORY_COLUMNS)
+        .where(in_numbered(chat_messages.c.chat_id, "chat", count)),
+        select(*_NO_CHAT, chat_activity.c.chat_id, literal("activity"), chat_activity.c.event_id,
+               chat_activity.c.kind, null(), chat_activity.c.at, chat_activity.c.data, null())
+        .where(in_numbered(chat_activity.c.chat_id, "chat", count))))
+
+
+@functools.cache
+def _media_of(count: int) -> DriverStatement:
+    return DriverStatement(select(chat_media).where(in_numbered(chat_media.c.chat_id, "chat", count)))
 
 
 def load(conn: Connection, chat_id: str) -> ChatState | None:
     """The chat's state as stored now; None when no event of this chat was ever accepted."""
-    rows = _CHAT_WITH_HISTORY.all(conn, {"chat": chat_id})
+    return load_many(conn, [chat_id]).get(chat_id)
+
+
+def load_many(conn: Connection, chat_ids: Sequence[str]) -> dict[str, ChatState]:
+    """The states of several chats, as stored now, in one read (two when some carry media); a chat
+    none of whose events was ever accepted is left out."""
+    chat_ids = list(dict.fromkeys(chat_ids))
+    rows_of: dict[str, list[dict[str, Any]]] = {chat_id: [] for chat_id in chat_ids}
+    for row in _chats_with_history(len(chat_ids)).all(conn, numbered("chat", chat_ids)):
+        rows_of[row["of_chat"]].append(row)
+    partial = {chat_id: _from_rows(rows) for chat_id, rows in rows_of.items()}
+    states = {chat_id: state for chat_id, state in partial.items() if state is not None}
+    # Media rows exist only for messages that carry media: most chats have none, and no read for them.
+    with_media = [chat_id for chat_id, state in states.items() if any(m.media for m in state.messages)]
+    if with_media:
+        media: dict[str, dict[tuple[str, int], MediaStatus]] = {chat_id: {} for chat_id in with_media}
+        for r in _media_of(len(with_media)).all(conn, numbered("chat", with_media)):
+            media[r["chat_id"]][(r["message_id"], r["position"])] = MediaStatus(
+                r["status"], r["reason"], r["filename"], r["content_version_id"])
+        states.update({chat_id: replace(states[chat_id], media=found) for chat_id, found in media.items()})
+    return states
+
+
+def _from_rows(rows: Sequence[Mapping[str, Any]]) -> ChatState | None:
     chat = next(({name: r[name] for name in _CHAT_COLUMNS} for r in rows if r["source"] == "chat"), None)
     if chat is None:
         return None
@@ -159,8 +192,4 @@ def load(conn: Connection, chat_id: str) -> ChatState | None:
                       r["data"].get("to_agent"), r["data"].get("to_queue"))
          for r in activity if r["kind"] == "transfer"),
         key=lambda t: (t.at, natural_key(t.event_id)))
-    # Media rows exist only for messages that carry media: most chats have none, and no read for them.
-    media_rows = _MEDIA.all(conn, {"chat": chat_id}) if any(m.media for m in messages) else []
-    media = {(r["message_id"], r["position"]): MediaStatus(r["status"], r["reason"], r["filename"],
-                                                           r["content_version_id"]) for r in media_rows}
-    return ChatState(chat, tuple(messages), tuple(assignments_from(activity)), tuple(transfers), media)
+    return ChatState(chat, tuple(messages), tuple(assignments_from(activity)), tuple(transfers))

@@ -16,13 +16,15 @@ def publish(conn: Connection, agent_email: str, chat_id: str, kind: str, payload
     wake_after_commit(conn, "consoles")
 
 
-def publish_from(source: Any, kind: str) -> Any:
+def publish_from(source: Any, kind: str, payload: Any = None) -> Any:
     """`publish` as part of a statement: the INSERT of a `kind` update for each row of `source` (a
-    selectable with `agent_email` and `id`, the chat's) that has an agent. Bind `payload` and `now`; the
-    caller wakes the consoles once it is committed."""
+    selectable with `agent_email` and `id`, the chat's) that has an agent. The payload is `payload` (an
+    expression over `source`), else bound as `payload`; bind `now`. The caller wakes the consoles once
+    it is committed."""
+    if payload is None:
+        payload = bindparam("payload", type_=console_events.c.payload.type)
     return console_events.insert().from_select(
         ["agent_email", "chat_id", "kind", "payload", "created_at"],
-        select(func.lower(source.c.agent_email), source.c.id, literal(kind),
-               bindparam("payload", type_=console_events.c.payload.type),
+        select(func.lower(source.c.agent_email), source.c.id, literal(kind), payload,
                bindparam("now", type_=console_events.c.created_at.type))
         .where(source.c.agent_email.is_not(None)))

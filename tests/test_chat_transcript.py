@@ -97,7 +97,7 @@ def test_the_chat_state_read_carries_the_chat_row_once_however_many_messages_it_
     for n in range(4):
         platform.post("chat.message", message(f"m{n}", "consumer", f"text {n}", 10 + n, chat_id="long"))
     with reading(runtime.engine) as conn:
-        rows = chatstate._CHAT_WITH_HISTORY.all(conn, {"chat": "long"})
+        rows = chatstate._chats_with_history(1).all(conn, {"chat_0": "long"})
         state = chatstate.load(conn, "long")
         assert chatstate.load(conn, "no-such-chat") is None
     assert sorted(r["source"] for r in rows) == ["activity", "chat", *["message"] * 4]

@@ -176,7 +176,7 @@ def test_one_claim_takes_several_items_with_one_update_on_the_drivers_cursor(run
 
 def test_threads_woken_together_share_a_claim_and_every_chat_gets_its_task(runtime, platform, crm):
     _end_chats(platform, ["c1", "c2", "c3"])
-    worker = make_worker(runtime)
+    worker = make_worker(runtime, batch=1)  # one item per thread, as for a CRM across the network
     limits: list[int] = []
     release = threading.Event()
     claim = worker.claim

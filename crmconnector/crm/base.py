@@ -64,6 +64,9 @@ class CRMBackend(Protocol):
     """What the connector asks of a CRM. Both implementations keep the same semantics."""
 
     name: str
+    # True when calls cross the network: the outbox overlaps many of them in threads; False (a CRM in the
+    # connector's own database) lets it process several items together in fewer threads.
+    remote: bool
 
     def find_by_phone(self, numbers: Sequence[str], objects: Sequence[str]) -> list[Record]:
         """Candidate records whose phone fields may hold any of the E.164 `numbers` (callers filter exactly)."""

@@ -33,6 +33,7 @@ class LocalCRM:
     """The embedded CRM (Account, Contact, Lead, Case, Task, ContentVersion) on SQLAlchemy."""
 
     name = "local"
+    remote = False  # in the connector's own database: its calls answer without the network
 
     def __init__(self, engine: Engine, *, base_url: str = "", region: str = "US"):
         self.engine = engine

@@ -92,6 +92,7 @@ class SalesforceCRM:
     """The backend for a Salesforce org (REST API, OAuth client credentials or username-password)."""
 
     name = "salesforce"
+    remote = True
 
     def __init__(self, http: SalesforceHTTP):
         self.http = http

@@ -8,12 +8,14 @@ state enqueues the work again.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from sqlalchemy import select
 
 from crmconnector import chatstate, console, optout
+from crmconnector.metrics import OUTBOX_DONE
 from crmconnector.preferences import pop_settings
 from crmconnector.settings import Settings
 from crmconnector.store import chat_media, chats, reading, utcnow
@@ -36,29 +38,92 @@ def chat_log(worker: "Worker", item: Item) -> None:
     """Create or update the chat's one Task (keyed by CallObject) from its current state."""
     with reading(worker.engine) as conn:
         state = chatstate.load(conn, item.key)
+    waiting = _not_ready(state)
+    if waiting:
+        _finish(worker, item, waiting)
+    assert state is not None
+    done = _post_task(worker, item, state)
+    changed = record_posted_at_once(worker.engine, {state.id: done.task_id})
+    worker.write(lambda conn: _record_posted(conn, done, changed))
+    worker.notify()
+    raise Done
+
+
+def chat_logs(worker: "Worker", items: Sequence[Item]) -> None:
+    """`chat_log` for the items of several chats at once: one read of their states, one CRM call each,
+    then (PostgreSQL) one statement for their posted statuses and one transaction that records them and
+    finishes the items. A CRM error fails or reschedules only its own item."""
+    with reading(worker.engine) as conn:
+        states = chatstate.load_many(conn, [item.key for item in items])
+    posted: list[_Posted] = []
+    waiting: list[tuple[Item, str]] = []
+    for item in items:
+        state = states.get(item.key)
+        note = _not_ready(state)
+        if note:
+            waiting.append((item, note))
+            continue
+        assert state is not None
+        try:
+            posted.append(_post_task(worker, item, state))
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded on its own item
+            worker.failed(item, exc)
+    changed = record_posted_at_once(worker.engine, {done.state.id: done.task_id for done in posted})
+
+    def record(conn: Any) -> None:
+        for done in posted:
+            _record_posted(conn, done, changed)
+        for item, note in waiting:
+            finish_done(conn, item, note)
+    worker.write(record)
+    worker.notify()
+    for _ in range(len(posted) + len(waiting)):
+        OUTBOX_DONE.labels("chat_log", "done").inc()
+
+
+@dataclass(frozen=True)
+class _Posted:
+    """A chat log the CRM took: what is left to record once its status is known."""
+
+    item: Item
+    state: chatstate.ChatState
+    task_id: str
+    media: Mapping[tuple[str, int], MediaOutcome]
+    file_ids: Mapping[str, str]
+    retry_at: datetime | None
+
+
+def _not_ready(state: chatstate.ChatState | None) -> str | None:
+    """Why the chat's Task cannot be written yet (the event that completes it enqueues it again)."""
     chat = state.chat if state else {}
     if state is None or not chat.get("started") or chat.get("ended_at") is None:
-        _finish(worker, item, "waiting for the chat's start and end")
+        return "waiting for the chat's start and end"
     if chat.get("match_outcome") == "pending":
-        _finish(worker, item, "waiting for the match")
-    assert state is not None
+        return "waiting for the match"
+    return None
+
+
+def _post_task(worker: "Worker", item: Item, state: chatstate.ChatState) -> _Posted:
+    """Render the chat's Task from its state (fetching media) and write it to the CRM."""
+    chat = state.chat
     account_id = chat.get("linked_account_id") if chat.get("linked_object") == "Contact" else None
     media = gather_media(state, worker.fetch_media)
     task = render(state, contact_account_id=account_id, media=media)
     result = worker.crm.upsert_with_files("Task", "CallObject", task.fields, task.files)
-    retry_at = media_retry_at(media, chat.get("ended_at"), worker.clock())
-    posted = record_posted_at_once(worker.engine, state.id, result.id)
+    return _Posted(item, state, result.id, media, result.file_ids,
+                   media_retry_at(media, chat.get("ended_at"), worker.clock()))
 
-    def record(conn: Any) -> None:
-        _record_media(conn, state.id, media, result.file_ids)
-        if not posted:
-            set_crm_status(conn, state.id, "posted", task_id=result.id)
-        if retry_at is not None:
-            enqueue(conn, "chat_log", state.id, due_at=retry_at)
-        finish_done(conn, item)
-    worker.write(record)
-    worker.notify()
-    raise Done
+
+def _record_posted(conn: Any, done: _Posted, changed: set[str] | None) -> None:
+    """In the finishing transaction: the media outcomes, the posted status (unless `changed`, the chats
+    whose status was recorded already, holds it), a later render for media worth retrying, the finish."""
+    chat_id = done.state.id
+    _record_media(conn, chat_id, done.media, done.file_ids)
+    if changed is None or chat_id not in changed:
+        set_crm_status(conn, chat_id, "posted", task_id=done.task_id)
+    if done.retry_at is not None:
+        enqueue(conn, "chat_log", chat_id, due_at=done.retry_at)
+    finish_done(conn, done.item)
 
 
 def media_retry_at(media: Mapping[tuple[str, int], MediaOutcome], ended_at: datetime | None,
@@ -141,6 +206,8 @@ def _finish(worker: "Worker", item: Item, note: str | None = None) -> None:
 
 
 HANDLERS: dict[str, Callable[["Worker", Item], None]] = {"chat_log": chat_log, "match": match, "opt_out": opt_out}
+# Kinds whose items of several keys one thread can process together (`Worker.batch`).
+BATCH_HANDLERS: dict[str, Callable[["Worker", Sequence[Item]], None]] = {"chat_log": chat_logs}
 
 
 def default_fetcher(settings: Settings) -> MediaFetcher | None:

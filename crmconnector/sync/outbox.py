@@ -1,10 +1,11 @@
 """The transactional outbox: CRM work recorded in the same transaction as the event that caused it."""
 from __future__ import annotations
 
+import functools
 from datetime import datetime
-from typing import Any
+from typing import Any, Mapping
 
-from sqlalchemy import Connection, Engine, bindparam, exists, func, select
+from sqlalchemy import Connection, Engine, bindparam, column, exists, func, select, values
 
 from crmconnector import console
 from crmconnector.driver_sql import DriverStatement
@@ -57,28 +58,33 @@ def set_crm_status(conn: Connection, chat_id: str, status: str, *, task_id: str 
         console.publish(conn, changed["agent_email"], chat_id, "status", {"chat_id": chat_id})
 
 
-def _posted_and_told() -> DriverStatement:
-    """PostgreSQL: the chat's status turns posted (when it was another) and its agent's console is told,
-    in one statement; it returns how many chats changed (0 or 1)."""
-    changed = (chats.update().where(chats.c.id == bindparam("chat"), chats.c.crm_status.is_distinct_from("posted"))
-               .values(crm_status="posted", crm_error=None, task_id=bindparam("task"), updated_at=bindparam("now"))
+@functools.cache
+def _posted_and_told(count: int) -> DriverStatement:
+    """PostgreSQL: each of `count` chats' status turns posted (when it was another) with its Task's id,
+    and its agent's console is told, in one statement; it returns the chats that changed. Bind
+    `chat_<n>`, `task_<n>` and `now`."""
+    posted = values(column("chat", chats.c.id.type), column("task", chats.c.task_id.type), name="posted").data(
+        [(bindparam(f"chat_{n}", type_=chats.c.id.type), bindparam(f"task_{n}", type_=chats.c.task_id.type))
+         for n in range(count)])
+    changed = (chats.update().where(chats.c.id == posted.c.chat, chats.c.crm_status.is_distinct_from("posted"))
+               .values(crm_status="posted", crm_error=None, task_id=posted.c.task, updated_at=bindparam("now"))
                .returning(chats.c.id, chats.c.agent_email).cte("changed"))
-    told = console.publish_from(changed, "status").cte("told")
-    return DriverStatement(select(func.count().label("changed")).select_from(changed).add_cte(told))
+    told = console.publish_from(changed, "status", func.json_build_object("chat_id", changed.c.id)).cte("told")
+    return DriverStatement(select(changed.c.id).add_cte(told))
 
 
-_POSTED_AND_TOLD = _posted_and_told()
-
-
-def record_posted_at_once(engine: Engine, chat_id: str, task_id: str) -> bool:
-    """On PostgreSQL, record the chat's Task as posted and tell its agent's console in one statement of
-    its own (autocommit), so that the chat log leaves one round trip fewer to the transactions every
-    callback waits for; the caller wakes the consoles. True when that changed the status; False when the
-    status was posted already, or on SQLite (a write there takes the one write lock either way): then
-    `set_crm_status` records it in the caller's transaction."""
+def record_posted_at_once(engine: Engine, tasks: Mapping[str, str]) -> set[str] | None:
+    """On PostgreSQL, record the chats' Tasks (chat id -> Task id) as posted and tell their agents'
+    consoles in one statement of its own (autocommit), so that chat logs leave one round trip fewer to
+    the transactions every callback waits for; the caller wakes the consoles. The chats whose status
+    that changed (a chat posted already is not among them); None on SQLite (a write there takes the one
+    write lock either way): then `set_crm_status` records each in the caller's transaction."""
     if engine.dialect.name != "postgresql":
-        return False
+        return None
+    if not tasks:
+        return set()
+    params: dict[str, Any] = {"now": utcnow()}
+    for n, (chat_id, task_id) in enumerate(tasks.items()):
+        params[f"chat_{n}"], params[f"task_{n}"] = chat_id, task_id
     with single_statement_write(engine) as conn:
-        row = _POSTED_AND_TOLD.first(conn, {"chat": chat_id, "task": task_id, "now": utcnow(),
-                                            "payload": {"chat_id": chat_id}})
-    return bool(row and row["changed"])
+        return {row["id"] for row in _posted_and_told(len(tasks)).all(conn, params)}
