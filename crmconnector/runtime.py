@@ -38,9 +38,17 @@ class Runtime:
         self.context = EventContext(self.engine, self.crm, settings, self.notify, self.schema_ready.is_set)
         self.intake = Intake(self.context)
 
+    def _prepare(self) -> None:
+        """Bring the database up to date: the schema, and the local CRM's phone index for the region."""
+        migrate(self.engine)
+        if self.settings.crm == "local":
+            from crmconnector.crm.phone_region import follow_region
+
+            follow_region(self.engine, self.settings.default_region)
+
     def _migrate_or_wait(self) -> None:
         try:
-            migrate(self.engine)
+            self._prepare()
         except OperationalError as exc:
             log.warning("the database is unreachable (%s); answering 503 until it is back",
                         type(exc.orig).__name__)
@@ -54,7 +62,7 @@ class Runtime:
     def _migrate_when_reachable(self, stopping: threading.Event) -> None:
         while not stopping.wait(MIGRATE_RETRY_SECONDS):
             try:
-                migrate(self.engine)
+                self._prepare()
             except OperationalError:
                 continue
             except Exception:  # noqa: BLE001 - keep trying; the log says why
