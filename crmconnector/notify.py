@@ -40,3 +40,9 @@ class WorkSignal:
 
     def wait(self, timeout: float) -> bool:
         return self._permits.acquire(timeout=timeout)
+
+    def absorb(self, count: int) -> None:
+        """Drop up to `count` kept notifies: a thread that took several new items at once served them."""
+        for _ in range(count):
+            if not self._permits.acquire(blocking=False):
+                return

@@ -171,3 +171,30 @@ def test_the_posted_statement_reports_only_the_chats_it_changed(platform, runtim
     assert (first, again) == ({"a"}, {"b"})
     assert _statuses(runtime, ["a", "b"]) == {"a": "posted", "b": "posted"}
     assert _status_events(runtime, seen)[0] == [(TOM["email"], "a", "a"), (TOM["email"], "b", "b")]
+
+
+def test_a_thread_that_takes_several_new_items_drops_the_wakes_they_left_for_other_threads(platform, runtime):
+    from crmconnector.notify import WorkSignal
+
+    signal = WorkSignal()
+    _ended_chats(platform, ["a", "b", "c"])
+    for _ in range(4):  # the three chat logs' wakes, and one for an item that is not due yet
+        signal.notify()
+    worker = make_worker(runtime, wait=signal.wait, wake=signal.notify, absorb=signal.absorb)
+    assert signal.wait(0)  # the thread woken for the first item
+    assert worker.run_once(expect_work=True) == 3
+    assert signal.wait(0)  # one wake is left for the fourth item
+    assert not signal.wait(0)
+
+
+def test_a_woken_thread_claims_until_a_claim_comes_back_short(platform, runtime, monkeypatch):
+    monkeypatch.setattr(worker_module, "LOCAL_BATCH", 2)
+    _ended_chats(platform, ["a", "b", "c"])
+    worker = make_worker(runtime)
+    claims = []
+    claim = worker.claim
+    monkeypatch.setattr(worker, "claim", lambda limit, look_first=True: claims.append(
+        (limit, look_first)) or claim(limit, look_first))
+    assert worker.run_once(expect_work=True) == 3
+    assert claims == [(2, False), (2, True)]  # the second found one item of two: nothing more is due
+    assert {r["status"] for r in outbox_rows(runtime)} == {"done"}

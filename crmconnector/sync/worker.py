@@ -211,7 +211,8 @@ class Worker:
                  lease_seconds: float = LEASE_SECONDS, clock: Callable[[], datetime] = utcnow,
                  fetch_media: MediaFetcher | None = None, notify: Callable[[], None] | None = None,
                  wait: Callable[[float], bool] | None = None, wake: Callable[[], None] | None = None,
-                 write: Callable[[Callable[[Connection], Any]], Any] | None = None, batch: int | None = None):
+                 write: Callable[[Callable[[Connection], Any]], Any] | None = None, batch: int | None = None,
+                 absorb: Callable[[int], None] | None = None):
         from crmconnector.sync import handlers
 
         self.engine, self.crm, self.settings = engine, crm, settings
@@ -227,6 +228,7 @@ class Worker:
         self._stop = threading.Event()
         self._wait = wait  # blocks an idle thread until work may be due (or the timeout)
         self._wake = wake or self.notify  # ends one thread's wait
+        self._absorb = absorb or (lambda count: None)  # drops wakes that a batch's claim served
         self._threads: list[threading.Thread] = []
         self._probe = threading.Lock()
         # Runs a write transaction: in the server, the intake's group committer, so that claims and
@@ -234,6 +236,7 @@ class Worker:
         self._write = write
         self._leases = LeaseKeeper(self)
         self._line: ClaimLine[Item] = ClaimLine()
+        self._batches: ClaimLine[list[Item]] = ClaimLine()
 
     def write(self, work: Callable[[Connection], Any]) -> Any:
         """`work(conn)` in a write transaction (possibly shared with other work); its result once
@@ -247,6 +250,7 @@ class Worker:
     def for_runtime(cls, runtime: "Runtime", **options: Any) -> "Worker":
         return cls(runtime.engine, runtime.crm, runtime.settings, notify=runtime.wakeup.notify,
                    wait=runtime.outbox_signal.wait, wake=runtime.outbox_signal.notify,
+                   absorb=runtime.outbox_signal.absorb,
                    write=runtime.intake.writer.run, **options)
 
     # -- one pass --------------------------------------------------------------------------------
@@ -271,8 +275,14 @@ class Worker:
             look_first = not expect_work or processed > 0
             if self.batch > 1:
                 wanted = self.batch if limit is None else min(self.batch, limit - processed)
-                items = self.claim(wanted, look_first)
+                # In line too: threads woken while this one claims are sent away by its claim (which saw
+                # what they were woken for) instead of each claiming nothing after it.
+                items = self._batches.next(lambda _: [found] if (found := self.claim(wanted, look_first)) else []) or []
+                self._absorb(len(items) - 1)  # the new items among them each woke a thread too
                 self.process_many(items)
+                if len(items) < wanted:  # it saw every item due: nothing is left for a next claim
+                    processed += len(items)
+                    break
             else:
                 item = self._line.next(lambda wanted: self.claim(wanted, look_first))
                 items = [item] if item is not None else []
@@ -352,14 +362,15 @@ class Worker:
             self._threads.append(thread)
 
     def _loop(self) -> None:
-        # A thread woken for a new item claims at once and processes that one: each new item wakes a
-        # thread of its own (`WorkSignal` keeps the wakes of a busy moment), so looking for more after it
-        # would only cost a read per item. A thread that timed out polls, and drains what it finds.
+        # A thread woken for a new item claims at once. One item per thread: it processes that one, since
+        # each new item wakes a thread of its own (`WorkSignal` keeps the wakes of a busy moment), so
+        # looking for more after it would only cost a read per item. Several per thread (`batch`): it
+        # claims until a claim comes back short. A thread that timed out polls, and drains what it finds.
         woken = False
         while not self._stop.is_set():
             try:
                 if woken:
-                    busy = self.run_once(limit=1, expect_work=True)
+                    busy = self.run_once(limit=1 if self.batch == 1 else None, expect_work=True)
                 else:
                     busy = self.run_once(limit=PASS_LIMIT) if self._worth_claiming() else 0
             except Exception:  # noqa: BLE001 - e.g. the database is away for a moment
