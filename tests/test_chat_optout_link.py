@@ -130,3 +130,20 @@ def test_linking_a_chat_without_keywords_queues_no_opt_out(platform, runtime, cr
     lead = crm.create("Lead", {"LastName": "Finn", "Company": "Raft"})
     link_chat(runtime.engine, crm, "2415", TOM["email"], "Lead", lead)
     assert outbox_rows(runtime) == []
+
+
+def _keyword(chat_id: str, message_id: str, text: str, sent_at: str) -> dict:
+    return {"chat": {"id": chat_id}, "message": {"id": message_id, "sender": "consumer", "text": text,
+                                                 "sent_at": sent_at}}
+
+
+def test_a_stop_before_chat_started_reaches_the_record_the_chat_links_to(platform, runtime, crm):
+    contact = crm.create("Contact", {"LastName": "Early", "Phone": "(415) 555-0139", "DoNotCall": False})
+    worker = make_worker(runtime)
+    platform.post("chat.message", _keyword("oo1", "a", "STOP", "2026-11-21T18:30:00Z"))
+    worker.run_once()  # no record yet to carry the opt-out
+    platform.start_chat("oo1", "+14155550139")
+    worker.run_once()
+    platform.post("chat.ended", ended(4000, chat_id="oo1"))
+    worker.run_once()
+    assert crm.get("Contact", contact).fields["DoNotCall"] is True
