@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from sqlalchemy import Connection, bindparam, select
 
-from crmconnector import console
+from crmconnector import console, optout
 from crmconnector.crm.base import CRMBackend, Record
 from crmconnector.crm.errors import CRMAuthError, RetryableCRMError
 from crmconnector.driver_sql import DriverStatement
@@ -137,6 +137,8 @@ def apply_started(context: EventContext, conn: Connection, envelope: Envelope, d
         enqueue(conn, "match", chat.id)
     if existing is not None and existing["ended_at"] is not None:
         queue_chat_log(conn, chat.id)
+    if existing is not None and values.get("linked_id") and optout.has_keyword(conn, chat.id):
+        enqueue(conn, "opt_out", chat.id)  # a keyword that came before chat.started had no record to go to
     if existing is not None and existing["agent_email"]:
         console.publish(conn, existing["agent_email"], chat.id, "pop", {"chat_id": chat.id})
     return Outcome(200, body)

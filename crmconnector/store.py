@@ -78,7 +78,7 @@ chats = Table(
     Column("match_records", JSON),  # [{"object", "id", "name", "phone", "url"}], ordered
     Column("screen_pop", JSON),
     Column("linked_object", String(32)),
-    Column("linked_id", String(18)),
+    Column("linked_id", String(18), index=True),  # a record's chats, for its latest opt-out keyword
     # The linked Contact's AccountId when it was linked (the Task's WhatId), so posting needs no read.
     Column("linked_account_id", String(18)),
     Column("agent_id", String(200), index=True),  # the agent assigned now (console visibility)

@@ -5,7 +5,8 @@ import pytest
 
 from crmconnector import optout, preferences
 from crmconnector.linking import LinkError, link_chat
-from tests.chat_support import HUCK, TOM, assigned, ended, make_worker, message, outbox_rows, started, tasks
+from tests.chat_support import CHAT, HUCK, TOM, assigned, ended, make_worker, message, outbox_rows, started, tasks
+from tests.test_agent import sign_in_path
 
 
 @pytest.mark.parametrize("text,choice", [
@@ -130,3 +131,80 @@ def test_linking_a_chat_without_keywords_queues_no_opt_out(platform, runtime, cr
     lead = crm.create("Lead", {"LastName": "Finn", "Company": "Raft"})
     link_chat(runtime.engine, crm, "2415", TOM["email"], "Lead", lead)
     assert outbox_rows(runtime) == []
+
+
+def _keyword(chat_id: str, message_id: str, text: str, sent_at: str) -> dict:
+    return {"chat": {"id": chat_id}, "message": {"id": message_id, "sender": "consumer", "text": text,
+                                                 "sent_at": sent_at}}
+
+
+def test_a_stop_before_chat_started_reaches_the_record_the_chat_links_to(platform, runtime, crm):
+    contact = crm.create("Contact", {"LastName": "Early", "Phone": "(415) 555-0139", "DoNotCall": False})
+    worker = make_worker(runtime)
+    platform.post("chat.message", _keyword("oo1", "a", "STOP", "2026-11-21T18:30:00Z"))
+    worker.run_once()  # no record yet to carry the opt-out
+    platform.start_chat("oo1", "+14155550139")
+    worker.run_once()
+    platform.post("chat.ended", ended(4000, chat_id="oo1"))
+    worker.run_once()
+    assert crm.get("Contact", contact).fields["DoNotCall"] is True
+
+
+@pytest.mark.parametrize("arrival", ["in order", "reversed"])
+def test_the_latest_keyword_among_a_records_chats_wins(platform, runtime, crm, arrival):
+    contact = crm.create("Contact", {"FirstName": "P", "LastName": "One", "Phone": "(415) 555-0141"})
+    worker = make_worker(runtime)
+    for chat_id in ("x1", "x2"):
+        platform.start_chat(chat_id, "+14155550141")
+    keywords = [("x1", "STOP", "2026-11-21T18:30:00Z"), ("x2", "START", "2026-11-21T18:25:00Z")]
+    for chat_id, text, sent_at in keywords if arrival == "in order" else keywords[::-1]:
+        platform.post("chat.message", _keyword(chat_id, "k", text, sent_at))
+        worker.run_once()
+    assert crm.get("Contact", contact).fields["DoNotCall"] is True  # STOP is the later one
+    platform.post("chat.message", _keyword("x2", "k2", "start", "2026-11-21T18:35:00Z"))
+    worker.run_once()
+    assert crm.get("Contact", contact).fields["DoNotCall"] is False
+
+
+def test_a_relinked_chats_older_keyword_does_not_override_the_records_newer_one(platform, runtime, crm, app):
+    _contact(crm)
+    other = crm.create("Contact", {"LastName": "Other", "Phone": "+14155550199"})
+    worker = make_worker(runtime)
+    platform.start_chat("y1", "+14155550199")
+    platform.post("chat.message", _keyword("y1", "k", "STOP", "2026-11-21T18:30:00Z"))
+    worker.run_once()
+    platform.start_chat()
+    platform.post("chat.assigned", assigned(TOM, 10))
+    platform.post("chat.message", _keyword(CHAT, "k", "START", "2026-11-21T18:20:00Z"))
+    worker.run_once()
+    tom = app.test_client()
+    tom.get(sign_in_path(runtime, TOM["email"], TOM["name"]))
+    assert tom.post(f"/api/agent/chats/{CHAT}/link", json={"object": "Contact", "id": other}).status_code == 200
+    worker.run_once()
+    assert crm.get("Contact", other).fields["DoNotCall"] is True
+
+
+@pytest.mark.parametrize("arrival", ["in order", "reversed"])
+def test_keywords_sent_at_the_same_instant_in_two_chats_give_one_result_whatever_arrives_last(
+        platform, runtime, crm, arrival):
+    contact = crm.create("Contact", {"LastName": "Tie", "Phone": "(415) 555-0141"})
+    worker = make_worker(runtime)
+    for chat_id in ("x1", "x2"):
+        platform.start_chat(chat_id, "+14155550141")
+    keywords = [("x1", "STOP"), ("x2", "START")]
+    for chat_id, text in keywords if arrival == "in order" else keywords[::-1]:
+        platform.post("chat.message", _keyword(chat_id, "k", text, "2026-11-21T18:30:00Z"))
+        worker.run_once()
+    assert crm.get("Contact", contact).fields["DoNotCall"] is False  # x2 sorts after x1
+
+
+def test_a_records_keywords_are_found_through_the_index_on_linked_chats(runtime):
+    query = optout.record_keywords("Contact", "003000000000001AAA")
+    with runtime.engine.connect() as conn:
+        sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET enable_seqscan = off")  # tiny tables: plan as for a big one
+            plan = conn.exec_driver_sql(f"EXPLAIN {sql}").scalars().all()
+        else:
+            plan = [row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")]
+    assert any("ix_chats_linked_id" in line for line in plan), plan

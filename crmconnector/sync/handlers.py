@@ -185,19 +185,25 @@ def match(worker: "Worker", item: Item) -> None:
 
 
 def opt_out(worker: "Worker", item: Item) -> None:
-    """Set or clear the linked record's opt-out field from the consumer's latest keyword."""
+    """Set or clear the linked record's opt-out field from the latest keyword among the record's chats.
+
+    An unlinked chat's item just finishes: linking the chat (chat.started, the match, an agent's
+    pick) queues it again.
+    """
     with reading(worker.engine) as conn:
-        state = chatstate.load(conn, item.key)
-    if state is None or state.chat.get("match_outcome") == "pending":
+        chat = conn.execute(select(chats.c.match_outcome, chats.c.linked_object, chats.c.linked_id)
+                            .where(chats.c.id == item.key)).first()
+        carried, choice = False, None
+        if chat is not None and chat.linked_id and chat.linked_object in optout.OPT_OUT_OBJECTS:
+            carried, choice = True, optout.latest_choice_for(conn, chat.linked_object, chat.linked_id)
+    if chat is None or chat.match_outcome == "pending":
         _finish(worker, item, "waiting for the match")
-    assert state is not None
-    choice = optout.latest_choice(state.messages)
+    assert chat is not None
+    if not carried:
+        _finish(worker, item, "no linked Contact or Lead to carry the opt-out")
     if choice is None:
         _finish(worker, item)
-    field = pop_settings(worker.engine).opt_out_field
-    if not optout.apply_choice(worker.crm, state.chat.get("linked_object"), state.chat.get("linked_id"),
-                               field, bool(choice)):
-        _finish(worker, item, "no linked Contact or Lead to carry the opt-out")
+    worker.crm.update(chat.linked_object, chat.linked_id, {pop_settings(worker.engine).opt_out_field: choice})
 
 
 def _finish(worker: "Worker", item: Item, note: str | None = None) -> None:
