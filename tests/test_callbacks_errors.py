@@ -119,6 +119,20 @@ def test_malformed_or_non_utf8_body_is_invalid_json(client, runtime, body):
     assert _nothing_stored(runtime)
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("event_type", ["chat.started", "chat.typing"])
+def test_nan_and_infinity_are_not_json(client, runtime, constant, event_type):
+    """Python's json reads them, but no JSON parser of the platform's would write them: 400, nothing stored."""
+    event = _started()
+    event["type"] = event_type
+    body = json.dumps(event).replace('"data": {', f'"score": {constant}, "data": {{').encode()
+    response = _post(client, body)
+    assert response.status_code == 400
+    assert response.json["error"]["code"] == "invalid_json"
+    assert constant in response.json["error"]["message"]
+    assert _nothing_stored(runtime)
+
+
 @pytest.mark.parametrize("mutate, field", [
     (lambda e: e.pop("id"), "id"),
     (lambda e: e.update(id=True), "id"),
