@@ -17,6 +17,12 @@ from crmconnector.matching.phone import InvalidPhoneNumber, normalize
 MAX_ID_LENGTH = 200
 
 
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    """The API's error document. `field` is always there (null when no one field is at fault), so a
+    client reads the same three keys from every error."""
+    return {"error": {"code": code, "message": message, "field": field}}
+
+
 class EventError(ValueError):
     """A rejected event: HTTP status, the contract's error code, a message and the field at fault."""
 
@@ -25,10 +31,7 @@ class EventError(ValueError):
         self.status, self.code, self.message, self.field = status, code, message, field
 
     def as_json(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.field:
-            error["field"] = self.field
-        return {"error": error}
+        return error_body(self.code, self.message, self.field)
 
 
 def _identifier(value: Any) -> str:
