@@ -78,6 +78,18 @@ class Queue(Strict):
     name: ShortText | None = None
 
 
+def _queue(value: Any) -> Any:
+    # Platforms that know queues only by name send `"queue": "Sales"`: that is the queue's name.
+    if isinstance(value, str):
+        return {"name": value} if value.strip() else None
+    if value is not None and not isinstance(value, (dict, Queue)):
+        raise PydanticCustomError("invalid_queue", "must be an object with the queue's id and name, or its name")
+    return value
+
+
+QueueRef = Annotated[Queue | None, BeforeValidator(_queue)]
+
+
 class Person(Strict):
     id: Id | None = None
     email: Annotated[str, Field(max_length=320)] | None = None
@@ -96,7 +108,7 @@ class StartedChat(Strict):
     direction: Literal["inbound", "outbound"] = "inbound"
     consumer_number: str
     business_number: str | None = None
-    queue: Queue | None = None
+    queue: QueueRef = None
     lang: Annotated[str, Field(max_length=32)] | None = None
     created_at: Timestamp | None = None
 
@@ -140,7 +152,7 @@ class Transfer(Strict):
     status: Literal["began", "failed", "ended"]
     from_agent: Person | None = None
     to_agent: Person | None = None
-    to_queue: Queue | None = None
+    to_queue: QueueRef = None
     at: Timestamp
 
 
@@ -176,7 +188,7 @@ class AbandonedCall(Strict):
     id: Id
     caller_number: str
     dialed_number: str | None = None
-    queue: Queue | None = None
+    queue: QueueRef = None
     lang: Annotated[str, Field(max_length=32)] | None = None
     started_at: Timestamp | None = None
     abandoned_at: Timestamp | None = None
@@ -225,6 +237,8 @@ def _error_from(exc: ValidationError, prefix: str = "") -> EventError:
     message = first["msg"]
     if first["type"] == "missing":
         message = "is required"
+    elif first["type"] == "model_type":  # pydantic's message names the model class, which means nothing outside
+        message = "must be a JSON object"
     return EventError(400, code, f"{field}: {message}" if field else message, field or None)
 
 
