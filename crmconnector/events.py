@@ -17,6 +17,12 @@ from crmconnector.matching.phone import InvalidPhoneNumber, normalize
 MAX_ID_LENGTH = 200
 
 
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    """The API's error document. `field` is always there (null when no one field is at fault), so a
+    client reads the same three keys from every error."""
+    return {"error": {"code": code, "message": message, "field": field}}
+
+
 class EventError(ValueError):
     """A rejected event: HTTP status, the contract's error code, a message and the field at fault."""
 
@@ -25,10 +31,7 @@ class EventError(ValueError):
         self.status, self.code, self.message, self.field = status, code, message, field
 
     def as_json(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.field:
-            error["field"] = self.field
-        return {"error": error}
+        return error_body(self.code, self.message, self.field)
 
 
 def _identifier(value: Any) -> str:
@@ -75,6 +78,18 @@ class Queue(Strict):
     name: ShortText | None = None
 
 
+def _queue(value: Any) -> Any:
+    # Platforms that know queues only by name send `"queue": "Sales"`: that is the queue's name.
+    if isinstance(value, str):
+        return {"name": value} if value.strip() else None
+    if value is not None and not isinstance(value, (dict, Queue)):
+        raise PydanticCustomError("invalid_queue", "must be an object with the queue's id and name, or its name")
+    return value
+
+
+QueueRef = Annotated[Queue | None, BeforeValidator(_queue)]
+
+
 class Person(Strict):
     id: Id | None = None
     email: Annotated[str, Field(max_length=320)] | None = None
@@ -93,7 +108,7 @@ class StartedChat(Strict):
     direction: Literal["inbound", "outbound"] = "inbound"
     consumer_number: str
     business_number: str | None = None
-    queue: Queue | None = None
+    queue: QueueRef = None
     lang: Annotated[str, Field(max_length=32)] | None = None
     created_at: Timestamp | None = None
 
@@ -137,7 +152,7 @@ class Transfer(Strict):
     status: Literal["began", "failed", "ended"]
     from_agent: Person | None = None
     to_agent: Person | None = None
-    to_queue: Queue | None = None
+    to_queue: QueueRef = None
     at: Timestamp
 
 
@@ -173,7 +188,7 @@ class AbandonedCall(Strict):
     id: Id
     caller_number: str
     dialed_number: str | None = None
-    queue: Queue | None = None
+    queue: QueueRef = None
     lang: Annotated[str, Field(max_length=32)] | None = None
     started_at: Timestamp | None = None
     abandoned_at: Timestamp | None = None
@@ -222,6 +237,8 @@ def _error_from(exc: ValidationError, prefix: str = "") -> EventError:
     message = first["msg"]
     if first["type"] == "missing":
         message = "is required"
+    elif first["type"] == "model_type":  # pydantic's message names the model class, which means nothing outside
+        message = "must be a JSON object"
     return EventError(400, code, f"{field}: {message}" if field else message, field or None)
 
 

@@ -79,6 +79,18 @@ def body_hash(document: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+class _NotStandardJSON(ValueError):
+    """`NaN`, `Infinity` or `-Infinity` in a body: Python's json reads them, but they are not JSON."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NotStandardJSON(name)
+
+
+# Built once, as json.loads builds its default decoder: the hot path pays nothing for the check.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 class Intake:
     def __init__(self, context: EventContext):
         self.context = context
@@ -114,9 +126,11 @@ class Intake:
         if (content_type or "").split(";")[0].strip().lower() != "application/json":
             raise EventError(415, "unsupported_media_type", "Content-Type must be application/json")
         try:
-            document = json.loads(body.decode("utf-8"))
+            document = _DECODER.decode(body.decode("utf-8"))
         except UnicodeDecodeError:
             raise EventError(400, "invalid_json", "the body is not UTF-8 text") from None
+        except _NotStandardJSON as exc:
+            raise EventError(400, "invalid_json", f"the body is not standard JSON: {exc} is not a JSON value") from None
         except json.JSONDecodeError as exc:
             raise EventError(400, "invalid_json", f"the body is not JSON: {exc.msg} at line {exc.lineno} "
                                                   f"column {exc.colno}") from None

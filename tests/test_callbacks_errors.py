@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 import time
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import func, select
 
+from crmconnector import signatures
 from crmconnector.store import chats, events, outbox, reading
 from crmconnector.signatures import HEADER, sign
 from tests.conftest import SECRET, sent_statements, signed_headers, sqlalchemy_statements
@@ -45,14 +47,23 @@ def test_wrong_secret_is_401(client, runtime):
     assert _nothing_stored(runtime)
 
 
-# t= is whole seconds: int(now) + 301 can be only 300.x s ahead once the check runs, so the future side
-# is 302 (always more than 300 s ahead, also on a busy machine).
+# t= and the server's clock are compared in whole seconds; int(now) + 301 is only 300 s ahead if a second
+# boundary passes before the check runs, so the future side is 302 (also on a busy machine).
 @pytest.mark.parametrize("skew", [-301, 302])
 def test_timestamp_outside_300_seconds_is_401(client, runtime, skew):
     body = json.dumps(_started()).encode()
     response = _post(client, body, signed_headers(body, timestamp=int(time.time()) + skew))
     assert response.status_code == 401
     assert _nothing_stored(runtime)
+
+
+@pytest.mark.parametrize("skew, status", [(-300, 200), (300, 200), (-301, 401), (301, 401)])
+def test_the_300_second_window_is_the_same_into_the_past_and_the_future(client, monkeypatch, skew, status):
+    """The server's clock is in the middle of a second: `t` exactly 300 s either side is still within."""
+    now = 1_800_000_000
+    monkeypatch.setattr(signatures, "time", SimpleNamespace(time=lambda: now + 0.6))
+    body = json.dumps(_started()).encode()
+    assert _post(client, body, signed_headers(body, timestamp=now + skew)).status_code == status
 
 
 def test_any_of_several_v1_parts_may_match(client):
@@ -105,6 +116,20 @@ def test_malformed_or_non_utf8_body_is_invalid_json(client, runtime, body):
     response = _post(client, body)
     assert response.status_code == 400
     assert response.json["error"]["code"] == "invalid_json"
+    assert _nothing_stored(runtime)
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("event_type", ["chat.started", "chat.typing"])
+def test_nan_and_infinity_are_not_json(client, runtime, constant, event_type):
+    """Python's json reads them, but no JSON parser of the platform's would write them: 400, nothing stored."""
+    event = _started()
+    event["type"] = event_type
+    body = json.dumps(event).replace('"data": {', f'"score": {constant}, "data": {{').encode()
+    response = _post(client, body)
+    assert response.status_code == 400
+    assert response.json["error"]["code"] == "invalid_json"
+    assert constant in response.json["error"]["message"]
     assert _nothing_stored(runtime)
 
 

@@ -61,7 +61,8 @@ def test_an_unexpected_failure_is_a_json_500_and_stores_nothing(app, runtime, mo
     body = _event("evt_500", "c500")
     response = Client(app).post("/callbacks/events", data=body, headers=signed_headers(body))
     assert response.status_code == 500
-    assert response.json == {"error": {"code": "internal_error", "message": "the event was not stored; retry later"}}
+    assert response.json == {"error": {"code": "internal_error", "message": "the event was not stored; retry later",
+                                       "field": None}}
 
 
 def test_a_body_without_content_length_is_read_to_its_end(app, runtime):

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import re
 
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
 from tests.conftest import signed_headers
 
 
@@ -22,6 +24,13 @@ def test_metrics_is_prometheus_text(client):
     assert response.status_code == 200
     assert response.mimetype == "text/plain"
     assert "# TYPE crmconnector_events_total counter" in response.get_data(as_text=True)
+
+
+def test_metrics_content_type_is_prometheus_clients_exactly(client):
+    """One `charset` parameter: a duplicated one is not a valid media type, and scrapers may refuse it."""
+    response = client.get("/metrics")
+    assert response.headers["Content-Type"] == CONTENT_TYPE_LATEST
+    assert response.headers["Content-Type"].count("charset=") == 1
 
 
 def test_events_and_match_outcomes_are_counted(client, platform, crm):

@@ -4,10 +4,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask
 
 from crmconnector.runtime import Runtime
 from crmconnector.settings import Settings
+from webapp.errors import error_response
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     @app.errorhandler(404)
     def not_found(_: Exception) -> Any:
-        return jsonify({"error": {"code": "not_found", "message": "no such resource"}}), 404
+        return error_response(404, "not_found", "no such resource")
 
     @app.errorhandler(405)
     def not_allowed(_: Exception) -> Any:
-        return jsonify({"error": {"code": "method_not_allowed", "message": "method not allowed"}}), 405
+        return error_response(405, "method_not_allowed", "method not allowed")
 
     if background if background is not None else settings.run_background:
         runtime.start_background()

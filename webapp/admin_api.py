@@ -7,6 +7,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from crmconnector.sync.worker import list_items, outbox_counts, retry_failed, retry_item
 from webapp.auth import admin_required
+from webapp.errors import error_response
 
 bp = Blueprint("admin_api", __name__)
 STATUSES = ("pending", "running", "failed", "done")
@@ -14,13 +15,6 @@ STATUSES = ("pending", "running", "failed", "done")
 
 def _runtime() -> Any:
     return current_app.extensions["crmconnector"]
-
-
-def _error(status: int, code: str, message: str, field: str | None = None) -> Any:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if field:
-        error["field"] = field
-    return jsonify({"error": error}), status
 
 
 @bp.get("/api/admin/outbox")
@@ -34,13 +28,13 @@ def outbox_summary() -> Any:
 def outbox_items() -> Any:
     status = request.args.get("status") or None
     if status is not None and status not in STATUSES:
-        return _error(400, "invalid_payload", f"status must be one of {', '.join(STATUSES)}", "status")
+        return error_response(400, "invalid_payload", f"status must be one of {', '.join(STATUSES)}", "status")
     try:
         limit = int(request.args.get("limit", "100"))
     except ValueError:
-        return _error(400, "invalid_payload", "limit must be a number", "limit")
+        return error_response(400, "invalid_payload", "limit must be a number", "limit")
     if not 1 <= limit <= 1000:
-        return _error(400, "invalid_payload", "limit must be between 1 and 1000", "limit")
+        return error_response(400, "invalid_payload", "limit must be between 1 and 1000", "limit")
     return jsonify({"items": list_items(_runtime().engine, status, limit)})
 
 
@@ -59,8 +53,8 @@ def outbox_retry_one(item_id: int) -> Any:
     runtime = _runtime()
     outcome = retry_item(runtime.engine, item_id)
     if outcome is None:
-        return _error(404, "not_found", f"no outbox item {item_id}")
+        return error_response(404, "not_found", f"no outbox item {item_id}")
     if outcome is False:
-        return _error(409, "not_failed", f"outbox item {item_id} has not failed; only failed items are retried")
+        return error_response(409, "not_failed", f"outbox item {item_id} has not failed; only failed items are retried")
     runtime.notify()
     return jsonify({"retried": 1, "id": item_id})

@@ -21,6 +21,7 @@ from crmconnector.linking import LINKABLE_OBJECTS, LinkError, link_chat
 from crmconnector.runtime import Runtime
 from crmconnector.screenpop.decide import NEW_RECORD_OBJECTS
 from webapp.csrf import csrf_token, form_token_ok, same_origin
+from webapp.errors import error_response
 
 bp = Blueprint("agent", __name__)
 CLOSING = "crmconnector.console_closing"
@@ -52,15 +53,6 @@ def current_agent() -> agents.Agent | None:
     return agents.get_agent(_runtime().engine, agent_id)
 
 
-def _error(status: int, code: str, message: str, field: str | None = None) -> Any:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if field:
-        error["field"] = field
-    response = jsonify({"error": error})
-    response.status_code = status
-    return response
-
-
 def signed_in(view: Callable[..., Any]) -> Callable[..., Any]:
     """The agent's JSON endpoints: 401 unless an agent is signed in, who is passed to the view first."""
     @wraps(view)
@@ -73,7 +65,7 @@ def signed_in(view: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _unauthorized() -> Any:
-    return _error(401, "unauthorized", "sign in with the link from `crmconnector agents add`")
+    return error_response(401, "unauthorized", "sign in with the link from `crmconnector agents add`")
 
 
 # -- sign-in and out ---------------------------------------------------------------------------------
@@ -153,19 +145,19 @@ def get_chat(agent: agents.Agent, chat_id: str) -> Any:
     runtime = _runtime()
     chat = console_view.agent_chat(runtime.engine, runtime.crm, agent.email, chat_id)
     if chat is None:
-        return _error(404, "not_found", f"no chat {chat_id} assigned to you")
+        return error_response(404, "not_found", f"no chat {chat_id} assigned to you")
     return jsonify(chat)
 
 
 def _json_body() -> dict[str, Any] | Any:
     """The posted JSON object, or an error response (also the CSRF guard of the JSON endpoints)."""
     if not same_origin():
-        return _error(403, "forbidden", "cross-site request refused")
+        return error_response(403, "forbidden", "cross-site request refused")
     if not request.is_json:
-        return _error(415, "unsupported_media_type", "Content-Type must be application/json")
+        return error_response(415, "unsupported_media_type", "Content-Type must be application/json")
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        return _error(400, "invalid_json", "the body must be a JSON object")
+        return error_response(400, "invalid_json", "the body must be a JSON object")
     return body
 
 
@@ -181,9 +173,9 @@ def _link(runtime: Runtime, agent: agents.Agent, chat_id: str, object_name: str,
     try:
         linked = link_chat(runtime.engine, runtime.crm, chat_id, agent.email, object_name, record_id)
     except LinkError as exc:
-        return _error(exc.status, exc.code, exc.message, exc.field)
+        return error_response(exc.status, exc.code, exc.message, exc.field)
     except CRMError as exc:
-        return _error(503, "crm_unavailable", f"the CRM did not answer: {exc}")
+        return error_response(503, "crm_unavailable", f"the CRM did not answer: {exc}")
     runtime.notify()
     return linked
 
@@ -196,9 +188,9 @@ def link(agent: agents.Agent, chat_id: str) -> Any:
         return body
     object_name, record_id = _text(body, "object"), _text(body, "id")
     if object_name is None:
-        return _error(400, "invalid_payload", "object is required", "object")
+        return error_response(400, "invalid_payload", "object is required", "object")
     if record_id is None:
-        return _error(400, "invalid_payload", "id is required", "id")
+        return error_response(400, "invalid_payload", "id is required", "id")
     runtime = _runtime()
     linked = _link(runtime, agent, chat_id, object_name, record_id)
     if not isinstance(linked, dict):
@@ -217,25 +209,26 @@ def create_record(agent: agents.Agent, chat_id: str) -> Any:
     runtime = _runtime()
     chat = console_view.agent_chat(runtime.engine, runtime.crm, agent.email, chat_id)
     if chat is None:
-        return _error(404, "not_found", f"no chat {chat_id} assigned to you")
+        return error_response(404, "not_found", f"no chat {chat_id} assigned to you")
     object_name = _text(body, "object")
     if object_name not in NEW_RECORD_OBJECTS:
-        return _error(400, "invalid_payload", f"object must be one of {', '.join(NEW_RECORD_OBJECTS)}", "object")
+        return error_response(400, "invalid_payload", f"object must be one of {', '.join(NEW_RECORD_OBJECTS)}",
+                              "object")
     fields = body.get("fields", {})
     if not isinstance(fields, dict) or not all(isinstance(k, str) and isinstance(v, (str, bool, int, type(None)))
                                                and not isinstance(v, float) for k, v in fields.items()):
-        return _error(400, "invalid_payload", "fields must be an object of field names to values", "fields")
+        return error_response(400, "invalid_payload", "fields must be an object of field names to values", "fields")
     allowed = set(console_view.FORM_FIELDS[object_name])
     unknown = sorted(set(fields) - allowed)
     if unknown:
-        return _error(400, "invalid_payload", f"{object_name} field {unknown[0]!r} cannot be set here",
-                      f"fields.{unknown[0]}")
+        return error_response(400, "invalid_payload", f"{object_name} field {unknown[0]!r} cannot be set here",
+                              f"fields.{unknown[0]}")
     try:
         record_id = runtime.crm.create(object_name, new_record_fields(object_name, chat["consumer_number"], fields))
     except CRMRejected as exc:
-        return _error(400, "crm_rejected", str(exc), "fields")
+        return error_response(400, "crm_rejected", str(exc), "fields")
     except CRMError as exc:
-        return _error(503, "crm_unavailable", f"the CRM did not answer: {exc}")
+        return error_response(503, "crm_unavailable", f"the CRM did not answer: {exc}")
     record = {"object": object_name, "id": record_id, "url": runtime.crm.record_url(object_name, record_id)}
     if object_name in LINKABLE_OBJECTS:
         linked = _link(runtime, agent, chat_id, object_name, record_id)

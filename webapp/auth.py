@@ -5,7 +5,9 @@ import hmac
 from functools import wraps
 from typing import Any, Callable
 
-from flask import current_app, jsonify, request, session
+from flask import current_app, request, session
+
+from webapp.errors import error_response
 
 
 def admin_token_ok() -> bool:
@@ -33,9 +35,8 @@ def admin_required(view: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if not admin_token_ok():
-            response = jsonify({"error": {"code": "unauthorized",
-                                          "message": "admin token required (Authorization: Bearer <token>)"}})
+            response = error_response(401, "unauthorized", "admin token required (Authorization: Bearer <token>)")
             response.headers["WWW-Authenticate"] = 'Bearer realm="crmconnector"'
-            return response, 401
+            return response
         return view(*args, **kwargs)
     return wrapper

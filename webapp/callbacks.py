@@ -13,6 +13,7 @@ from typing import IO, Any, Callable, Iterable
 from flask import Blueprint, Flask, current_app, jsonify, request
 from werkzeug.wsgi import get_input_stream
 
+from crmconnector.events import error_body
 from crmconnector.intake import MAX_BODY_BYTES, StoreUnavailable
 from crmconnector.runtime import Runtime
 from crmconnector.signatures import HEADER
@@ -48,7 +49,7 @@ def receive_event() -> Any:
 
 
 def _error(status: int, code: str, message: str) -> Answer:
-    return status, {"error": {"code": code, "message": message}}, {}
+    return status, error_body(code, message), {}
 
 
 class CallbackFastPath:

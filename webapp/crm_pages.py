@@ -11,6 +11,7 @@ from crmconnector.crm.objects import OBJECTS
 from crmconnector.chats import new_record_fields
 from crmconnector.matching import InvalidPhoneNumber, normalize
 from webapp.auth import admin_required, admin_token_ok
+from webapp.errors import error_response
 
 bp = Blueprint("crm", __name__)
 
@@ -56,7 +57,7 @@ def list_records(object_name: str) -> Any:
 def get_record(object_name: str, record_id: str) -> Any:
     record = _local().get(_object(object_name), record_id)
     if record is None:
-        return jsonify({"error": {"code": "not_found", "message": f"no {object_name} {record_id}"}}), 404
+        return error_response(404, "not_found", f"no {object_name} {record_id}")
     return jsonify(_json_record(record))
 
 
@@ -67,7 +68,7 @@ def file_data(record_id: str) -> Any:
     record = crm.get("ContentVersion", record_id)
     data = crm.file_data(record_id)
     if record is None or data is None:
-        return jsonify({"error": {"code": "not_found", "message": f"no ContentVersion {record_id}"}}), 404
+        return error_response(404, "not_found", f"no ContentVersion {record_id}")
     return Response(data, mimetype="application/octet-stream",
                     headers={"Content-Disposition": f'attachment; filename="{record.fields.get("PathOnClient")}"'})
 
@@ -121,7 +122,4 @@ def record_page(object_name: str, record_id: str) -> Any:
 
 
 def _bad(message: str, field: str | None) -> Any:
-    error = {"code": "invalid_query", "message": message}
-    if field:
-        error["field"] = field
-    return jsonify({"error": error}), 400
+    return error_response(400, "invalid_query", message, field)

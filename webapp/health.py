@@ -51,4 +51,6 @@ def metrics() -> Any:
             OUTBOX.labels(status).set(counts.get(status, 0))
     except Exception:  # noqa: BLE001 - metrics still answer when the database does not
         pass
-    return Response(generate_latest(REGISTRY), mimetype=CONTENT_TYPE_LATEST)
+    # `content_type`, not `mimetype`: the latter makes Flask append a second `charset` to the one
+    # CONTENT_TYPE_LATEST carries, and a duplicated parameter can make a scraper reject the page.
+    return Response(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

@@ -195,8 +195,11 @@ PATHS.update({
 
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-        "type": "object", "required": ["code", "message"],
-        "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}}}},
+        "type": "object", "required": ["code", "message", "field"],
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                       "field": {"type": "string", "nullable": True,
+                                 "description": "the request field at fault, e.g. data.chat.consumer_number; "
+                                                "null when no single field is"}}}}},
     "Envelope": {"type": "object", "required": ["id", "type", "data"], "properties": {
         "id": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
         "type": {"type": "string", "enum": ["chat.started", "chat.assigned", "chat.message", "chat.transferred",
