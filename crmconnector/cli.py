@@ -155,11 +155,13 @@ def check() -> None:
     from crmconnector.crm.errors import CRMError
     from crmconnector.store import make_engine, migrate
 
+    from crmconnector.preferences import pop_settings
+
     engine = make_engine(settings.database_url)
     migrate(engine)
     crm = make_backend(settings, engine)
     try:
-        lines = crm.check()
+        lines = crm.check(pop_settings(engine).opt_out_field)
     except CRMError as exc:
         click.echo(f"FAIL  CRM connection: {exc}")
         sys.exit(1)

@@ -13,12 +13,11 @@ from sqlalchemy import Connection, func, select
 
 from crmconnector.chatstate import MessageState, natural_key
 from crmconnector.crm.base import CRMBackend
+from crmconnector.crm.objects import OPT_OUT_OBJECTS
 from crmconnector.store import chat_messages
 
 OPT_OUT = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
 OPT_IN = frozenset({"START", "YES", "UNSTOP"})
-# Objects with a do-not-contact flag of their own (an Account has none in a standard org).
-OPT_OUT_OBJECTS = ("Contact", "Lead")
 _SPACES = re.compile(r"\s+")
 
 
