@@ -267,12 +267,18 @@ class Worker:
         if look_first:  # a read first, which takes no write lock: most looks after a drain find nothing
             with reading(self.engine) as conn:
                 if not conn.execute(_ANY_DUE, {"now": now}).first():
-                    self.outage.ok()
+                    self._reached()
                     return []
         lease_until = now + timedelta(seconds=self.lease_seconds)
         items: list[Item] = self.write(lambda conn: claim_due(conn, token, now, lease_until, limit))
-        self.outage.ok()
+        self._reached()
         return items
+
+    def _reached(self) -> None:
+        """The database answered: end the backoff (only here: a pass may end without asking it)."""
+        self.outage.ok()
+        if self._backoff.failures:
+            self._backoff.reset()
 
     def run_once(self, limit: int | None = None, expect_work: bool = False) -> int:
         """Process due items until none is due (or `limit`); return how many were processed.
@@ -384,8 +390,6 @@ class Worker:
                 self._retry_at = time.monotonic() + self._backoff.next()
                 woken = False
                 continue
-            if self._backoff.failures:
-                self._backoff.reset()
             woken = False
             if busy < PASS_LIMIT and not self._stop.is_set():  # a shorter pass ended with nothing due
                 woken = bool((self._wait or self._stop.wait)(POLL_SECONDS))
@@ -399,7 +403,7 @@ class Worker:
             now = self.clock()
             with reading(self.engine) as conn:
                 due = conn.execute(_ANY_DUE, {"now": now}).first() is not None
-            self.outage.ok()
+            self._reached()
             return due
         finally:
             self._probe.release()
