@@ -22,13 +22,48 @@ def load_settings(**overrides: Any) -> Settings:
         from dataclasses import replace
 
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    context = click.get_current_context(silent=True)
+    if context is not None:
+        context.meta[_SETTINGS] = settings  # for naming the database if a command cannot reach it
     return settings
 
 
-def open_runtime(settings: Settings) -> Any:
-    from crmconnector.runtime import Runtime
+_SETTINGS = "crmconnector.settings"
 
-    return Runtime(settings)
+
+def open_runtime(settings: Settings) -> Any:
+    """A Runtime whose schema is current. Migrated here first, so that an unreachable database fails the
+    command at once (`Main` reports it) instead of the Runtime waiting for it as the server does."""
+    from crmconnector.runtime import Runtime
+    from crmconnector.store import make_engine, migrate
+
+    engine = make_engine(settings.database_url)
+    try:
+        migrate(engine)
+    finally:
+        engine.dispose()
+    return Runtime(settings, migrate_schema=False)
+
+
+class Main(click.Group):
+    """The command group; a database error in any command is one line on stderr, not a traceback:
+    exit 1 (2 is for settings that cannot work, which `load_settings` reports)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from sqlalchemy.exc import DBAPIError
+
+        from crmconnector.outage import is_unreachable, reason
+        from crmconnector.settings import mask_url
+
+        try:
+            return super().invoke(ctx)
+        except DBAPIError as exc:
+            settings = ctx.meta.get(_SETTINGS)
+            where = f" at {mask_url(settings.database_url)}" if settings else ""
+            problem = "cannot reach the database" if is_unreachable(exc) else "the database refused the command"
+            logging.getLogger(__name__).debug("database error", exc_info=exc)  # the traceback with -v
+            click.echo(f"crmconnector: {problem}{where} (CRMCONNECTOR_DATABASE_URL): {reason(exc)}", err=True)
+            sys.exit(1)
 
 
 @contextmanager
@@ -41,7 +76,7 @@ def connector(settings: Settings | None = None) -> Iterator[Any]:
         runtime.close()
 
 
-@click.group()
+@click.group(cls=Main)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
 def main(verbose: bool) -> None:
     """Connects an SMS contact-center platform to a Salesforce-style CRM."""
@@ -107,9 +142,9 @@ def _stored_secret(settings: Settings, key: str) -> str | None:
 
 
 def _safe_url(settings: Settings) -> str:
-    from sqlalchemy.engine import make_url
+    from crmconnector.settings import mask_url
 
-    return make_url(settings.database_url).render_as_string(hide_password=True)
+    return mask_url(settings.database_url)
 
 
 @main.command()
@@ -120,11 +155,13 @@ def check() -> None:
     from crmconnector.crm.errors import CRMError
     from crmconnector.store import make_engine, migrate
 
+    from crmconnector.preferences import pop_settings
+
     engine = make_engine(settings.database_url)
     migrate(engine)
     crm = make_backend(settings, engine)
     try:
-        lines = crm.check()
+        lines = crm.check(pop_settings(engine).opt_out_field)
     except CRMError as exc:
         click.echo(f"FAIL  CRM connection: {exc}")
         sys.exit(1)

@@ -9,7 +9,6 @@ reconnect every listener is woken once to catch up.
 """
 from __future__ import annotations
 
-import logging
 import threading
 import time
 import uuid
@@ -18,10 +17,9 @@ from typing import Any
 from sqlalchemy import Engine
 
 from crmconnector.notify import Wakeup
+from crmconnector.outage import Backoff, outage_of
 
-log = logging.getLogger(__name__)
 CHANNEL = "crmconnector_console"
-RECONNECT_SECONDS = 1.0
 COALESCE_SECONDS = 0.01
 # A NOTIFY is a round trip for this instance and a wake-up for every other one: under load one per 25 ms
 # (0.06 per event at 700 events/s instead of 0.15) adds at most 25 ms to a pop on another instance.
@@ -116,11 +114,14 @@ class PgWakeup:
         return conn
 
     def _listen_loop(self) -> None:
+        outage, backoff = outage_of(self.engine), Backoff()
         while not self._closed.is_set():
             conn = None
             try:
                 conn = self._connect()
                 conn.execute(f'LISTEN "{self.channel}"')
+                outage.ok()
+                backoff.reset()
                 self.listens += 1
                 self._listening.set()
                 self._local.notify()  # catch up on whatever happened while we were not listening
@@ -131,9 +132,8 @@ class PgWakeup:
             except Exception as exc:  # noqa: BLE001 - keep listening through outages
                 self._listening.clear()
                 if not self._closed.is_set():
-                    log.warning("console wake-ups: listening connection lost (%s); reconnecting",
-                                type(exc).__name__)
-                    self._closed.wait(RECONNECT_SECONDS)
+                    outage.failed(exc, "console wake-ups (LISTEN)")
+                    self._closed.wait(backoff.next())
             finally:
                 if conn is not None:
                     try:
@@ -142,6 +142,7 @@ class PgWakeup:
                         pass
 
     def _send_loop(self) -> None:
+        outage, backoff = outage_of(self.engine), Backoff()
         conn = None
         while True:
             self._pending.wait()
@@ -152,18 +153,20 @@ class PgWakeup:
                 if conn is None or conn.closed:
                     conn = self._connect()
                 conn.execute("SELECT pg_notify(%s, %s)", (self.channel, self.origin))
+                outage.ok()
+                backoff.reset()
                 # What commits meanwhile goes out in the next NOTIFY: every instance receives each one,
                 # so one per event would cost every instance far more than the event itself.
                 self._closed.wait(NOTIFY_SECONDS)
             except Exception as exc:  # noqa: BLE001 - a lost NOTIFY only delays other instances
-                log.warning("console wake-ups: NOTIFY failed (%s)", type(exc).__name__)
+                outage.failed(exc, "console wake-ups (NOTIFY)")
                 if conn is not None:
                     try:
                         conn.close()
                     except Exception:  # noqa: BLE001
                         pass
                 conn = None
-                self._closed.wait(RECONNECT_SECONDS)
+                self._closed.wait(backoff.next())
                 self._pending.set()  # try again on a new connection
         if conn is not None:
             conn.close()

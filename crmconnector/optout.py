@@ -13,12 +13,11 @@ from typing import Any
 from sqlalchemy import Connection, Select, func, select
 
 from crmconnector.chatstate import natural_key
+from crmconnector.crm.objects import OPT_OUT_OBJECTS
 from crmconnector.store import chat_messages, chats
 
 OPT_OUT = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
 OPT_IN = frozenset({"START", "YES", "UNSTOP"})
-# Objects with a do-not-contact flag of their own (an Account has none in a standard org).
-OPT_OUT_OBJECTS = ("Contact", "Lead")
 _SPACES = re.compile(r"\s+")
 
 

@@ -11,11 +11,11 @@ from crmconnector.crm import CRMBackend, make_backend
 from crmconnector.intake import EventContext, Intake
 from crmconnector.notify import WorkSignal
 from crmconnector.notify_pg import make_wakeup
+from crmconnector.outage import Backoff, outage_of
 from crmconnector.settings import Settings
 from crmconnector.store import make_engine, migrate
 
 log = logging.getLogger(__name__)
-MIGRATE_RETRY_SECONDS = 1.0
 
 
 class Runtime:
@@ -50,8 +50,7 @@ class Runtime:
         try:
             self._prepare()
         except OperationalError as exc:
-            log.warning("the database is unreachable (%s); answering 503 until it is back",
-                        type(exc.orig).__name__)
+            outage_of(self.engine).failed(exc, "schema migration at start; callbacks answer 503 meanwhile")
             stopping = threading.Event()
             self.on_close(stopping.set)
             threading.Thread(target=self._migrate_when_reachable, args=(stopping,), name="migrate-retry",
@@ -60,16 +59,16 @@ class Runtime:
             self.schema_ready.set()
 
     def _migrate_when_reachable(self, stopping: threading.Event) -> None:
-        while not stopping.wait(MIGRATE_RETRY_SECONDS):
+        outage, backoff = outage_of(self.engine), Backoff()
+        while not stopping.wait(backoff.next()):
             try:
                 self._prepare()
-            except OperationalError:
+            except Exception as exc:  # noqa: BLE001 - keep trying; the outage log says why
+                outage.failed(exc, "schema migration")
                 continue
-            except Exception:  # noqa: BLE001 - keep trying; the log says why
-                log.exception("migrating the database failed; trying again")
-                continue
+            outage.ok()
             self.schema_ready.set()
-            log.info("the database is reachable again; schema is current")
+            log.info("the schema is current; the connector is ready")
             return
 
     def notify(self, consoles: bool = True, outbox: int = 1) -> None:

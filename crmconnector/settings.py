@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -97,8 +98,10 @@ class Settings:
         hosts_raw = env.get("CRMCONNECTOR_MEDIA_HOSTS", "").strip()
         media_hosts = tuple(h.strip().lower() for h in hosts_raw.split(",") if h.strip()) or None
 
+        database_url = env.get("CRMCONNECTOR_DATABASE_URL", "").strip() or cls.database_url
+        problems.extend(_database_url_problems(database_url))
         settings = cls(
-            database_url=env.get("CRMCONNECTOR_DATABASE_URL", "").strip() or cls.database_url,
+            database_url=database_url,
             crm=crm,
             host=env.get("CRMCONNECTOR_HOST", "").strip() or cls.host,
             port=integer("CRMCONNECTOR_PORT", cls.port, 1, 65535),
@@ -209,6 +212,39 @@ def _read_secrets(store: Path) -> dict[str, str]:
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         raise SettingsError([f"{store} is not a JSON object of secrets; fix it or delete it to generate new ones"])
     return data
+
+
+def _database_url_problems(url: str) -> list[str]:
+    """A URL SQLAlchemy cannot parse, or whose database it does not know, would otherwise fail deep
+    inside the first command that opens it."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    from crmconnector.store import engine_url
+
+    try:
+        dialect = engine_url(make_url(url)).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        return [f"CRMCONNECTOR_DATABASE_URL {mask_url(url)!r} is not a database URL SQLAlchemy can open "
+                f"(like sqlite:///instance/crmconnector.db or postgresql://user:password@host/db): "
+                f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"]
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        return [f"CRMCONNECTOR_DATABASE_URL {mask_url(url)!r} needs the Python driver {exc.name or exc}, "
+                "which is not installed"]
+    return []
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ***, even when SQLAlchemy cannot parse it."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return re.sub(r"(://[^/@:]*:)[^@/]*@", r"\1***@", url)
 
 
 def _split(raw: str) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 from sqlalchemy import (JSON, Boolean, Column, Connection, DateTime, Engine, ForeignKey, Index, Integer, LargeBinary,
                         MetaData, String, Table, Text, bindparam, create_engine, event)
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.types import TypeDecorator
 
 from crmconnector.driver_sql import DriverStatement, run_script
@@ -298,9 +298,16 @@ class _SerializedWrites(sqlite3.Connection):
             self.release_write_lock()
 
 
+def engine_url(url: URL) -> URL:
+    """`postgresql://` means psycopg 3, the driver installed with the package (not SQLAlchemy's psycopg2)."""
+    if url.get_backend_name() == "postgresql" and url.get_driver_name() in ("", "psycopg2"):
+        return url.set(drivername="postgresql+psycopg")
+    return url
+
+
 def make_engine(database_url: str) -> Engine:
     """An engine with the settings each database needs for several threads (and processes)."""
-    url = make_url(database_url)
+    url = engine_url(make_url(database_url))
     if url.get_backend_name() == "sqlite":
         on_disk = bool(url.database) and url.database != ":memory:"
         if on_disk:
@@ -339,8 +346,6 @@ def make_engine(database_url: str) -> Engine:
                 raise
 
         return engine
-    if url.get_backend_name() == "postgresql" and url.get_driver_name() in ("", "psycopg2"):
-        url = url.set(drivername="postgresql+psycopg")
     # No pre-ping (a round trip on every checkout): a connection found dead fails its one statement,
     # which answers 503 (the platform retries), and the pool then replaces every older connection.
     return create_engine(url, pool_size=10, max_overflow=20)

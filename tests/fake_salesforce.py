@@ -259,7 +259,8 @@ class FakeSalesforce:
 
     def describe(self, url: str) -> dict[str, Any]:
         object_name = url.split("/sobjects/")[1].split("/")[0]
-        fields = [{"name": s.name, "createable": True, "updateable": True} for s in OBJECTS[object_name]]
+        fields = [{"name": s.name, "type": s.type, "createable": True, "updateable": True}
+                  for s in OBJECTS[object_name]]
         return {"statusCode": 200, "result": {"name": object_name, "queryable": True, "createable": True,
                                               "fields": [{"name": "Id"}, *fields]}}
 

@@ -78,12 +78,12 @@ def test_the_page_shows_settings_outbox_chats_and_charts(admin: Any, platform: A
 
 def test_saving_settings_changes_the_next_screen_pop(admin: Any, platform: Any, runtime: Any) -> None:
     form = {**VALID, "none": "search", "object_order_1": "Lead", "object_order_2": "Contact", "object_order_3": "",
-            "opt_out_field": "SMS_Opt_Out__c", "abandoned_tickets": "all", "csrf": csrf_of(admin)}
+            "abandoned_tickets": "all", "csrf": csrf_of(admin)}
     response = admin.post("/admin/settings", data=form)
     assert response.status_code == 302
     prefs, mode = saved(runtime)
     assert prefs["none"] == "search" and prefs["object_order"] == ["Lead", "Contact"]
-    assert prefs["opt_out_field"] == "SMS_Opt_Out__c" and mode == "all"
+    assert prefs["opt_out_field"] == "DoNotCall" and mode == "all"
     assert "Settings saved." in admin.get("/admin").get_data(as_text=True)
     assert platform.post("chat.started", started("77")).json["screen_pop"]["action"] == "search"
 
@@ -153,7 +153,7 @@ def test_status_reports_the_crm_check_and_outbox_counts(admin: Any, runtime: Any
 def test_status_says_when_the_crm_does_not_answer(admin: Any, runtime: Any, monkeypatch: Any) -> None:
     from crmconnector.crm.errors import RetryableCRMError
 
-    def down() -> None:
+    def down(opt_out_field: str = "DoNotCall") -> None:
         raise RetryableCRMError("connection refused")
 
     monkeypatch.setattr(runtime.crm, "check", down)
@@ -195,3 +195,25 @@ def test_a_forged_admin_session_cookie_is_refused(client: Any, runtime: Any) -> 
     before = saved(runtime)
     assert client.post("/admin/settings", data={**VALID, "none": "search", "csrf": "x"}).status_code == 302
     assert saved(runtime) == before
+
+
+@pytest.mark.parametrize("field, message", [
+    ("Bogus__c", "Contact.Bogus__c no such field in the local CRM; Lead.Bogus__c no such field in the local CRM"),
+    ("Email", "Contact.Email its type is email, not checkbox (boolean)"),
+])
+def test_an_opt_out_field_the_crm_lacks_is_refused_and_nothing_changes(
+        admin: Any, runtime: Any, field: str, message: str) -> None:
+    before = saved(runtime)
+    form = {**VALID, "none": "create_record", "opt_out_field": field, "csrf": csrf_of(admin)}
+    response = admin.post("/admin/settings", data=form)
+    assert response.status_code == 400
+    page = response.get_data(as_text=True).replace("&#39;", "'")
+    assert "Not saved: the opt-out field must be a checkbox on Contact and Lead: " in page and message in page
+    assert saved(runtime) == before
+
+
+def test_the_admin_check_report_uses_the_saved_opt_out_field(admin: Any, runtime: Any) -> None:
+    preferences.save_pop_settings(runtime.engine, {"opt_out_field": "Bogus__c"})
+    status = admin.get("/admin/status.json").json
+    assert status["crm"]["ok"] is False
+    assert {"ok": False, "what": "Lead.Bogus__c", "detail": "no such field in the local CRM"} in status["crm"]["lines"]

@@ -2,13 +2,15 @@
 that was not stored, and service resumes by itself when the database returns."""
 from __future__ import annotations
 
+import logging
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from crmconnector.runtime import Runtime
 from crmconnector.settings import Settings
@@ -142,3 +144,63 @@ def test_a_sqlite_outage_never_leaves_a_2xx_for_an_unstored_event(
     assert runtime.schema_ready.wait(WAIT)
     with reading(runtime.engine) as conn:
         assert conn.execute(select(func.count()).select_from(events)).scalar() == 0
+
+
+def test_an_outage_is_logged_once_and_the_outbox_worker_backs_off_until_it_ends(
+        sqlite_runtime_without_database: tuple[Runtime, Path], caplog: pytest.LogCaptureFixture) -> None:
+    """Sixteen outbox threads polling a lost database used to log a traceback each, every second."""
+    from crmconnector.sync.worker import Worker
+
+    runtime, path = sqlite_runtime_without_database
+    attempts: list[float] = []
+    event.listen(runtime.engine, "do_connect", lambda *_: attempts.append(time.monotonic()))
+    caplog.set_level(logging.INFO)
+    worker = Worker.for_runtime(runtime)
+    started = time.monotonic()
+    worker.start(threads=16)
+    try:
+        time.sleep(4)
+        # The outage was logged once, when the runtime first failed to migrate; nothing more since.
+        assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+        assert [r for r in caplog.records if r.exc_info] == []
+        # After the first failures every loop waits: a few attempts in three seconds, not 16 a second.
+        assert len([t for t in attempts if t - started >= 1]) <= 8
+
+        path.rmdir()
+        assert runtime.schema_ready.wait(WAIT)
+        deadline = time.monotonic() + WAIT
+        while not any("reachable again" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "the end of the outage was not logged"
+            time.sleep(0.1)
+        assert len([r for r in caplog.records if "reachable again" in r.getMessage()]) == 1
+        assert [r for r in caplog.records if r.exc_info] == []
+    finally:
+        worker.stop()
+
+
+def test_outage_log_says_start_reminders_and_end_once_and_keeps_tracebacks_for_bugs(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from crmconnector.outage import Outage
+
+    now = [100.0]
+    outage = Outage(clock=lambda: now[0], remind_seconds=300)
+    lost = OperationalError("SELECT 1", {}, Exception("connection refused\nmore detail"))
+    caplog.set_level(logging.INFO, logger="crmconnector.database")
+    for _ in range(50):
+        outage.failed(lost, "outbox worker")
+        now[0] += 1
+    now[0] += 300
+    outage.failed(lost, "outbox worker")  # a reminder
+    outage.ok()
+    outage.ok()
+    for _ in range(3):
+        outage.failed(KeyError("bug"), "outbox worker")  # not an outage: traceback, once per period
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0] == ("the database is unreachable (Exception: connection refused); retrying in the "
+                           "background until it is back (noticed by: outbox worker)")
+    assert messages[1].startswith("the database is still unreachable after 350 s")
+    assert messages[2] == "the database is reachable again (it was away for 350 s)"
+    assert len(messages) == 4 and caplog.records[3].exc_info is not None
+    assert [bool(r.exc_info) for r in caplog.records[:3]] == [False, False, False]

@@ -300,7 +300,16 @@ def test_bulk_load_takes_rows_with_different_fields_and_applies_defaults(crm):
 def test_check_reports_every_object(crm):
     lines = crm.check()
     assert all(line.ok for line in lines)
-    assert [line.what for line in lines[1:]] == [f"{name}: create and read" for name in TABLES]
+    assert [line.what for line in lines[1:]] == [*(f"{name}: create and read" for name in TABLES),
+                                                 "opt-out field DoNotCall"]
+
+
+def test_check_fails_an_opt_out_field_the_local_crm_lacks_or_that_is_no_checkbox(crm):
+    failing = [(line.what, line.detail) for line in crm.check("Bogus__c") if not line.ok]
+    assert failing == [("Contact.Bogus__c", "no such field in the local CRM"),
+                       ("Lead.Bogus__c", "no such field in the local CRM")]
+    assert [line.detail for line in crm.check("Email") if not line.ok] == [
+        "its type is email, not checkbox (boolean); STOP and START set it to true and false"] * 2
 
 
 @pytest.mark.both_databases
@@ -318,3 +327,21 @@ def test_the_phone_look_up_finds_every_object_on_the_drivers_cursor(crm, runtime
     assert sorted((r.object, r.name) for r in both) == [("Contact", "Ada"), ("Lead", "Bo")]
     assert sorted((r.object, r.name) for r in one) == [("Account", "Cy"), ("Contact", "Ada")]
     assert [sql for sql in through_sqlalchemy if "crm_phone_index" in sql] == []
+
+
+def test_cli_check_fails_a_saved_opt_out_field_the_local_crm_lacks(workdir):
+    from click.testing import CliRunner
+
+    from crmconnector import preferences
+    from crmconnector.cli import main
+    from crmconnector.store import make_engine, migrate
+
+    url = f"sqlite:///{workdir / 'state.db'}"
+    engine = make_engine(url)
+    migrate(engine)
+    preferences.save_pop_settings(engine, {"opt_out_field": "Bogus__c"})
+    engine.dispose()
+    result = CliRunner().invoke(main, ["check"], env={"CRMCONNECTOR_DATABASE_URL": url})
+    assert result.exit_code == 1
+    assert "FAIL  Contact.Bogus__c: no such field in the local CRM" in result.output
+    assert "FAIL  Lead.Bogus__c: no such field in the local CRM" in result.output

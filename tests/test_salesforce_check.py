@@ -22,7 +22,7 @@ DESCRIBE_BODY = {"batchRequests": [{"method": "GET", "url": f"v62.0/sobjects/{na
 
 def describe(name: str) -> dict[str, Any]:
     fields = [{"name": "Id", "createable": False, "updateable": False},
-              *({"name": s.name, "createable": True, "updateable": True} for s in OBJECTS[name])]
+              *({"name": s.name, "type": s.type, "createable": True, "updateable": True} for s in OBJECTS[name])]
     return {"statusCode": 200, "result": {"name": name, "queryable": True, "createable": True, "fields": fields}}
 
 
@@ -119,3 +119,51 @@ def test_an_unreachable_org_is_one_failing_connection_line(rsps: responses.Reque
     lines = make_crm().check()
     assert [(line.ok, line.what) for line in lines] == [(False, "Salesforce connection")]
     assert lines[0].detail == "CONNECTION: cannot reach the Salesforce login server: ConnectionError"
+
+
+def test_check_verifies_the_opt_out_field_the_admin_chose(rsps: responses.RequestsMock) -> None:
+    results = {name: describe(name) for name in OBJECTS}
+    results["Contact"]["result"]["fields"].append(
+        {"name": "SMS_Opt_Out__c", "type": "boolean", "createable": True, "updateable": True})
+    results["Lead"]["result"]["fields"].append(
+        {"name": "SMS_Opt_Out__c", "type": "string", "createable": True, "updateable": True})
+    org(rsps, list(results.values()))
+    lines = make_crm().check("SMS_Opt_Out__c")
+    assert [(line.ok, line.what, line.detail) for line in lines if "Contact" in line.what or "Lead" in line.what] == [
+        (True, "Contact: read, update SMS_Opt_Out__c", "Phone, MobilePhone, HomePhone, OtherPhone, SMS_Opt_Out__c"),
+        (False, "Lead.SMS_Opt_Out__c",
+         "its type is string, not checkbox (boolean); STOP and START set it to true and false")]
+
+
+def test_cli_check_fails_when_the_saved_opt_out_field_is_missing(cli_env: dict[str, str]) -> None:
+    from crmconnector import preferences
+    from crmconnector.store import make_engine, migrate
+
+    engine = make_engine(cli_env["CRMCONNECTOR_DATABASE_URL"])
+    migrate(engine)
+    preferences.save_pop_settings(engine, {"opt_out_field": "Bogus__c"})  # as the admin page saved it
+    engine.dispose()
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        fake = FakeSalesforce().install(rsps)
+        result = CliRunner().invoke(main, ["check"], env=cli_env)
+    assert result.exit_code == 1, result.output
+    assert ("FAIL  Contact.Bogus__c: missing or not visible to the integration user (field-level security)"
+            in result.output)
+    assert "FAIL  Lead.Bogus__c: missing or not visible" in result.output
+    assert "6 ok, 2 failed" in result.output
+    assert fake.requests == 3
+
+
+def test_an_opt_out_field_is_verified_in_one_request(rsps: responses.RequestsMock) -> None:
+    add_token(rsps)
+    results = [describe("Contact"), describe("Lead")]
+    results[1]["result"]["fields"] = [{**f, "updateable": False} if f["name"] == "DoNotCall" else f
+                                      for f in results[1]["result"]["fields"]]
+    rsps.add(responses.POST, f"{DATA}/composite/batch", match=[bearer(), matchers.json_params_matcher(
+        {"batchRequests": [{"method": "GET", "url": "v62.0/sobjects/Contact/describe"},
+                           {"method": "GET", "url": "v62.0/sobjects/Lead/describe"}]})],
+        json={"hasErrors": False, "results": results})
+    crm = make_crm()
+    problems = crm.opt_out_field_problems("DoNotCall")
+    assert [(p.what, p.detail) for p in problems] == [("Lead.DoNotCall", "not updateable for the integration user")]
+    assert crm.request_count == 2  # sign-in and the describes

@@ -120,11 +120,14 @@ def save_settings() -> Any:
     changes["opt_out_field"] = changes["opt_out_field"].strip()
     changes["object_order"] = [v for v in (form.get(f"object_order_{i}", "") for i in (1, 2, 3)) if v]
     mode = form.get("abandoned_tickets", "")
-    engine = _runtime().engine
+    runtime = _runtime()
+    engine = runtime.engine
     try:
         if mode not in ABANDONED_MODES:  # checked first: nothing is saved unless everything is valid
             raise preferences.InvalidSetting("abandoned_tickets",
                                              f"abandoned-call tickets must be one of {', '.join(ABANDONED_MODES)}")
+        if changes["opt_out_field"] != preferences.pop_settings(engine).opt_out_field:
+            _verify_opt_out_field(runtime, changes["opt_out_field"])
         preferences.save_pop_settings(engine, changes)
         preferences.save_abandoned_mode(engine, mode)
     except preferences.InvalidSetting as exc:
@@ -132,6 +135,22 @@ def save_settings() -> Any:
                      {**changes, "abandoned_tickets": mode})
     flash("Settings saved.")
     return redirect("/admin#settings")
+
+
+def _verify_opt_out_field(runtime: Runtime, field_name: str) -> None:
+    """A field Contact or Lead lacks (or that is no checkbox) would fail every STOP later, one outbox item
+    at a time: the CRM is asked now. Names that are no API name at all are left to the form's own check."""
+    if not field_name.replace("_", "").isalnum():
+        return
+    try:
+        problems = runtime.crm.opt_out_field_problems(field_name)
+    except CRMError as exc:
+        raise preferences.InvalidSetting(
+            "opt_out_field", f"the CRM could not be asked whether Contact and Lead have the field {field_name} "
+                             f"({exc}); try again") from None
+    if problems:
+        raise preferences.InvalidSetting("opt_out_field", "the opt-out field must be a checkbox on Contact and Lead: "
+                                         + "; ".join(f"{p.what} {p.detail}" for p in problems))
 
 
 @bp.post("/admin/outbox/retry")
@@ -167,7 +186,9 @@ def status() -> Any:
     """The CRM check report and outbox counts (loaded after the page, since a CRM check can be slow)."""
     runtime = _runtime()
     try:
-        lines = [{"ok": line.ok, "what": line.what, "detail": line.detail} for line in runtime.crm.check()]
+        opt_out_field = preferences.pop_settings(runtime.engine).opt_out_field
+        lines = [{"ok": line.ok, "what": line.what, "detail": line.detail}
+                 for line in runtime.crm.check(opt_out_field)]
     except CRMError as exc:
         lines = [{"ok": False, "what": "CRM connection", "detail": f"the CRM did not answer: {exc}"}]
     return jsonify({"crm": {"name": runtime.crm.name, "ok": all(line["ok"] for line in lines), "lines": lines},

@@ -19,7 +19,7 @@ from crmconnector.crm import ids
 from crmconnector.crm.base import CheckLine, CreateResult, FileUpload, Record, UpsertResult
 from crmconnector.crm.errors import CRMNotFound, CRMRejected, RetryableCRMError
 from crmconnector.crm.local_schema import TABLES, phone_index
-from crmconnector.crm.objects import OBJECTS, PHONE_FIELDS, FieldSpec, display_name
+from crmconnector.crm.objects import OBJECTS, OPT_OUT_OBJECTS, PHONE_FIELDS, FieldSpec, display_name, field_spec
 from crmconnector.matching.phone import try_normalize
 from crmconnector.driver_sql import DriverStatement, in_numbered, numbered
 from crmconnector.store import crm_blobs, reading, single_statement_write, utcnow
@@ -244,7 +244,7 @@ class LocalCRM:
         with self._read() as conn:
             conn.execute(select(TABLES["Account"].c.Id).limit(1)).all()
 
-    def check(self) -> list[CheckLine]:
+    def check(self, opt_out_field: str = "DoNotCall") -> list[CheckLine]:
         try:
             self.ping()
         except RetryableCRMError as exc:
@@ -253,7 +253,20 @@ class LocalCRM:
         for name in OBJECTS:
             written = [s.name for s in OBJECTS[name] if s.writes]
             lines.append(CheckLine(True, f"{name}: create and read", ", ".join(written)))
-        return lines
+        problems = self.opt_out_field_problems(opt_out_field)
+        return lines + (problems or [CheckLine(True, f"opt-out field {opt_out_field}", "on Contact and Lead")])
+
+    def opt_out_field_problems(self, field_name: str) -> list[CheckLine]:
+        """The local CRM has exactly the fields of `OBJECTS`."""
+        problems = []
+        for name in OPT_OUT_OBJECTS:
+            spec = field_spec(name, field_name)
+            if spec is None:
+                problems.append(CheckLine(False, f"{name}.{field_name}", "no such field in the local CRM"))
+            elif spec.type != "boolean":
+                problems.append(CheckLine(False, f"{name}.{field_name}", f"its type is {spec.type}, not checkbox "
+                                          "(boolean); STOP and START set it to true and false"))
+        return problems
 
     # -- helpers ---------------------------------------------------------------------------------
 

@@ -30,6 +30,8 @@ PHONE_FIELDS: dict[str, tuple[str, ...]] = {
     "Account": ("Phone",),
 }
 MATCH_OBJECTS = ("Contact", "Lead", "Account")
+# Objects with a do-not-contact flag of their own (an Account has none in a standard org): STOP and START set it.
+OPT_OUT_OBJECTS = ("Contact", "Lead")
 
 OBJECTS: dict[str, tuple[FieldSpec, ...]] = {
     "Account": (

@@ -19,7 +19,7 @@ from crmconnector.crm import sosl
 from crmconnector.crm.base import CheckLine, CreateResult, FileUpload, Record, UpsertResult
 from crmconnector.crm.errors import CRMNotFound, CRMRejected, RetryableCRMError
 from crmconnector.crm.objects import OBJECTS, display_name
-from crmconnector.crm.sf_checks import check_org
+from crmconnector.crm.sf_checks import OPT_OUT_FIELD, check_opt_out_field, check_org
 from crmconnector.crm.sf_files import upsert_with_files
 from crmconnector.crm.sf_http import SalesforceHTTP, client_credentials_login, domain_of, password_login, translate
 from crmconnector.http import make_session
@@ -228,8 +228,11 @@ class SalesforceCRM:
             return
         self.http.request("GET", "data:/", "ping")
 
-    def check(self) -> list[CheckLine]:
-        return check_org(self.http)
+    def check(self, opt_out_field: str = OPT_OUT_FIELD) -> list[CheckLine]:
+        return check_org(self.http, opt_out_field)
+
+    def opt_out_field_problems(self, field_name: str) -> list[CheckLine]:
+        return check_opt_out_field(self.http, field_name)
 
 
 __all__ = ["SalesforceCRM", "api_name", "select_fields", "to_record"]

@@ -2,8 +2,8 @@
 
 The describes of all objects travel in one Composite Batch request. Task, Case and ContentVersion are
 written (their written fields must be createable; Task's also updateable, since a late event updates
-the chat log); Contact, Lead and Account are read (queryable, their phone fields visible) and their
-opt-out field (on Contact and Lead) updated.
+the chat log); Contact, Lead and Account are read (queryable, their phone fields visible) and the
+opt-out field the admin chose (on Contact and Lead) updated, so it must be an updateable checkbox.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from crmconnector.crm.base import CheckLine
 from crmconnector.crm.errors import CRMAuthError, CRMError
-from crmconnector.crm.objects import OBJECTS, PHONE_FIELDS, field_spec
+from crmconnector.crm.objects import OBJECTS, OPT_OUT_OBJECTS, PHONE_FIELDS
 from crmconnector.crm.sf_http import SalesforceHTTP, translate
 
 WRITTEN = ("Task", "Case", "ContentVersion")
@@ -19,7 +19,39 @@ UPDATED = ("Task",)
 OPT_OUT_FIELD = "DoNotCall"
 
 
-def check_org(http: SalesforceHTTP) -> list[CheckLine]:
+def _describe_all(http: SalesforceHTTP, names: list[str]) -> list[Mapping[str, Any]]:
+    """The describes of `names`, in one Composite Batch request."""
+    answer = http.request("POST", "data:/composite/batch", "describe", json={"batchRequests": [
+        {"method": "GET", "url": f"v{http.api_version}/sobjects/{name}/describe"} for name in names]})
+    return list(answer.get("results", []))
+
+
+def check_opt_out_field(http: SalesforceHTTP, field_name: str) -> list[CheckLine]:
+    """The problems of `field_name` as the opt-out field of Contact and Lead (one request); raises CRMError
+    when Salesforce does not answer."""
+    names = list(OPT_OUT_OBJECTS)
+    problems: list[CheckLine] = []
+    for name, result in zip(names, _describe_all(http, names)):
+        if int(result.get("statusCode", 500)) != 200:
+            problems.append(CheckLine(False, f"{name}: describe", str(translate(int(result.get("statusCode", 500)),
+                                                                                result.get("result")))))
+            continue
+        fields = {f.get("name"): f for f in (result.get("result") or {}).get("fields", []) if isinstance(f, Mapping)}
+        problems.extend(opt_out_problems(name, field_name, fields.get(field_name)))
+    return problems
+
+
+def opt_out_problems(object_name: str, field_name: str, describe: Mapping[str, Any] | None) -> list[CheckLine]:
+    """STOP and START set the field to true and false: it must exist, be a checkbox and be updateable."""
+    problems = field_problems(object_name, field_name, describe, ["updateable"])
+    if describe is not None and describe.get("type") != "boolean":
+        problems.insert(0, CheckLine(False, f"{object_name}.{field_name}",
+                                     f"its type is {describe.get('type') or 'unknown'}, not checkbox (boolean); "
+                                     "STOP and START set it to true and false"))
+    return problems
+
+
+def check_org(http: SalesforceHTTP, opt_out_field: str = OPT_OUT_FIELD) -> list[CheckLine]:
     """One line per thing verified; a failing line for each problem found."""
     try:
         versions = http.request("GET", "/services/data/", "versions")
@@ -38,16 +70,15 @@ def check_org(http: SalesforceHTTP) -> list[CheckLine]:
         return lines
     names = list(OBJECTS)
     try:
-        answer = http.request("POST", "data:/composite/batch", "describe", json={"batchRequests": [
-            {"method": "GET", "url": f"v{http.api_version}/sobjects/{name}/describe"} for name in names]})
+        results = _describe_all(http, names)
     except CRMError as exc:
         return [*lines, CheckLine(False, "object access", str(exc))]
-    for name, result in zip(names, answer.get("results", [])):
-        lines.extend(object_lines(name, result))
+    for name, result in zip(names, results):
+        lines.extend(object_lines(name, result, opt_out_field))
     return lines
 
 
-def object_lines(name: str, result: Mapping[str, Any]) -> list[CheckLine]:
+def object_lines(name: str, result: Mapping[str, Any], opt_out_field: str = OPT_OUT_FIELD) -> list[CheckLine]:
     """The check lines of one object from its describe subresult."""
     status = int(result.get("statusCode", 500))
     if status != 200:
@@ -69,10 +100,10 @@ def object_lines(name: str, result: Mapping[str, Any]) -> list[CheckLine]:
         checked = list(PHONE_FIELDS.get(name, ()))
         for field_name in checked:
             problems.extend(field_problems(name, field_name, fields.get(field_name), []))
-        if field_spec(name, OPT_OUT_FIELD):
-            checked.append(OPT_OUT_FIELD)
-            problems.extend(field_problems(name, OPT_OUT_FIELD, fields.get(OPT_OUT_FIELD), ["updateable"]))
-        access = "read" + (f", update {OPT_OUT_FIELD}" if field_spec(name, OPT_OUT_FIELD) else "")
+        if name in OPT_OUT_OBJECTS:
+            checked.append(opt_out_field)
+            problems.extend(opt_out_problems(name, opt_out_field, fields.get(opt_out_field)))
+        access = "read" + (f", update {opt_out_field}" if name in OPT_OUT_OBJECTS else "")
     return problems or [CheckLine(True, f"{name}: {access}", ", ".join(checked))]
 
 

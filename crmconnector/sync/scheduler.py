@@ -18,6 +18,7 @@ from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from crmconnector.outage import is_unreachable, outage_of
 from crmconnector.store import job_schedule, utcnow
 from crmconnector.sync.abandoned import JOB_NAME, run_abandoned_tickets
 
@@ -35,6 +36,7 @@ class JobScheduler:
         self.interval = runtime.settings.abandoned_interval_seconds
         self.stopping = threading.Event()
         self.runs = 0
+        self.outage = outage_of(runtime.engine)
         self.scheduler = BackgroundScheduler(timezone="UTC", job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": max(1, self.interval)})
         delay = self.interval if first_run_in is None else first_run_in
@@ -66,7 +68,14 @@ class JobScheduler:
         self.scheduler.modify_job(JOB_NAME, next_run_time=utcnow())
 
     def _run(self) -> None:
-        result = run_abandoned_tickets(self.runtime, should_stop=self.stopping.is_set)
+        try:
+            result = run_abandoned_tickets(self.runtime, should_stop=self.stopping.is_set)
+        except Exception as exc:
+            if not is_unreachable(exc):
+                raise  # a bug: APScheduler logs it with its traceback
+            self.outage.failed(exc, "abandoned-call ticket job")  # the calls wait for a later run
+            return
+        self.outage.ok()
         self.runs += 1
         if not result.busy and (result.created or result.failed or result.error):
             log.info("%s", result.summary().splitlines()[0])
@@ -80,7 +89,7 @@ class JobScheduler:
         try:
             record_next_run(self.runtime.engine, JOB_NAME, self.next_run_time(), self.interval)
         except SQLAlchemyError as exc:  # the report is informative; the job itself goes on
-            log.warning("could not record the next run time: %s", type(exc).__name__)
+            self.outage.failed(exc, "scheduler (next run time)")
 
 
 def record_next_run(engine: Engine, job: str, when: datetime | None, interval: int) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,9 +19,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from sqlalchemy import Connection, Engine, and_, bindparam, exists, func, literal, or_, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from crmconnector.crm.base import CRMBackend
 from crmconnector.metrics import OUTBOX_DONE
+from crmconnector.outage import Backoff, is_unreachable, outage_of, reason
 from crmconnector.settings import Settings
 from crmconnector.driver_sql import DriverStatement, in_numbered, numbered
 from crmconnector.store import outbox, reading, run_or_hold, utcnow
@@ -197,8 +200,10 @@ class LeaseKeeper:
             until = worker.clock() + timedelta(seconds=worker.lease_seconds)
             try:
                 worker.write(lambda conn: [renew(conn, item, until) for item in items])
-            except Exception:  # noqa: BLE001 - e.g. the database is away: the next round tries again
-                log.warning("could not renew the leases of %d outbox items", len(items), exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - e.g. the database is away: the next round tries again
+                worker.outage.failed(exc, "outbox lease renewal")
+            else:
+                worker.outage.ok()
         with self._lock:
             self._thread = None
 
@@ -235,6 +240,11 @@ class Worker:
         # finishes share the callbacks' transactions instead of queuing for the write lock on their own.
         self._write = write
         self._leases = LeaseKeeper(self)
+        self.outage = outage_of(engine)  # one log line per database outage, shared with the other loops
+        # After a failed pass every thread pauses until `_retry_at` (monotonic), so while the database is
+        # away the worker tries about once per backoff period, not once per thread and second.
+        self._backoff = Backoff()
+        self._retry_at = 0.0
         self._line: ClaimLine[Item] = ClaimLine()
         self._batches: ClaimLine[list[Item]] = ClaimLine()
 
@@ -261,9 +271,18 @@ class Worker:
         if look_first:  # a read first, which takes no write lock: most looks after a drain find nothing
             with reading(self.engine) as conn:
                 if not conn.execute(_ANY_DUE, {"now": now}).first():
+                    self._reached()
                     return []
         lease_until = now + timedelta(seconds=self.lease_seconds)
-        return self.write(lambda conn: claim_due(conn, token, now, lease_until, limit))
+        items: list[Item] = self.write(lambda conn: claim_due(conn, token, now, lease_until, limit))
+        self._reached()
+        return items
+
+    def _reached(self) -> None:
+        """The database answered: end the backoff (only here: a pass may end without asking it)."""
+        self.outage.ok()
+        if self._backoff.failures:
+            self._backoff.reset()
 
     def run_once(self, limit: int | None = None, expect_work: bool = False) -> int:
         """Process due items until none is due (or `limit`); return how many were processed.
@@ -368,14 +387,20 @@ class Worker:
         # claims until a claim comes back short. A thread that timed out polls, and drains what it finds.
         woken = False
         while not self._stop.is_set():
+            pause = self._retry_at - time.monotonic()
+            if pause > 0:  # a pass failed (the database is away): wake-ups cannot help meanwhile
+                self._stop.wait(pause)
+                continue
             try:
                 if woken:
                     busy = self.run_once(limit=1 if self.batch == 1 else None, expect_work=True)
                 else:
                     busy = self.run_once(limit=PASS_LIMIT) if self._worth_claiming() else 0
-            except Exception:  # noqa: BLE001 - e.g. the database is away for a moment
-                log.exception("outbox worker pass failed")
-                busy = 0
+            except Exception as exc:  # noqa: BLE001 - e.g. the database is away for a moment
+                self.outage.failed(exc, "outbox worker")
+                self._retry_at = time.monotonic() + self._backoff.next()
+                woken = False
+                continue
             woken = False
             if busy < PASS_LIMIT and not self._stop.is_set():  # a shorter pass ended with nothing due
                 woken = bool((self._wait or self._stop.wait)(POLL_SECONDS))
@@ -388,7 +413,9 @@ class Worker:
         try:
             now = self.clock()
             with reading(self.engine) as conn:
-                return conn.execute(_ANY_DUE, {"now": now}).first() is not None
+                due = conn.execute(_ANY_DUE, {"now": now}).first() is not None
+            self._reached()
+            return due
         finally:
             self._probe.release()
 
@@ -400,10 +427,16 @@ class Worker:
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
-        with self.engine.begin() as conn:
-            conn.execute(outbox.update().where(outbox.c.status == "running",
-                                               outbox.c.claimed_by.like(f"{self.name}:%")).values(
-                status="pending", claimed_by=None, claimed_until=None, updated_at=utcnow()))
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(outbox.update().where(outbox.c.status == "running",
+                                                   outbox.c.claimed_by.like(f"{self.name}:%")).values(
+                    status="pending", claimed_by=None, claimed_until=None, updated_at=utcnow()))
+        except SQLAlchemyError as exc:
+            if not is_unreachable(exc):
+                raise
+            log.warning("the outbox items this process held are taken up again when their leases expire "
+                        "(the database is unreachable: %s)", reason(exc))
 
 
 # -- admin views -----------------------------------------------------------------------------------
