@@ -35,6 +35,8 @@ CALLS = ("find_by_phone", "get", "find", "create", "update", "upsert_with_files"
 class SlowCRM:
     """A CRM that answers after `latency` seconds, like one across a network."""
 
+    remote = True  # the outbox overlaps its calls in many threads, as for Salesforce
+
     def __init__(self, inner: Any, latency: float):
         self.inner, self.latency, self.calls = inner, latency, 0
 

@@ -198,3 +198,23 @@ def test_a_woken_thread_claims_until_a_claim_comes_back_short(platform, runtime,
     assert worker.run_once(expect_work=True) == 3
     assert claims == [(2, False), (2, True)]  # the second found one item of two: nothing more is due
     assert {r["status"] for r in outbox_rows(runtime)} == {"done"}
+
+
+@pytest.mark.parametrize("database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_when_the_posted_statement_fails_the_chats_are_recorded_one_by_one(platform, runtime, crm, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from crmconnector.sync import outbox
+
+    class Deadlocked:
+        def all(self, conn, params):
+            raise OperationalError("UPDATE chats …", params, Exception("deadlock detected"))
+
+    monkeypatch.setattr(outbox, "_posted_and_told", lambda count: Deadlocked())
+    _ended_chats(platform, ["a", "b"])
+    _, seen = _status_events(runtime)
+    assert make_worker(runtime).run_once() == 2
+    assert _statuses(runtime, ["a", "b"]) == {"a": "posted", "b": "posted"}
+    assert _status_events(runtime, seen)[0] == [(TOM["email"], "a", "a"), (TOM["email"], "b", "b")]
+    assert {r["status"] for r in outbox_rows(runtime)} == {"done"}
+    assert all(len(tasks(crm, chat_id)) == 1 for chat_id in ("a", "b"))

@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import functools
+import logging
 from datetime import datetime
 from typing import Any, Mapping
 
 from sqlalchemy import Connection, Engine, bindparam, column, exists, func, select, values
+from sqlalchemy.exc import DBAPIError
 
 from crmconnector import console
 from crmconnector.driver_sql import DriverStatement
 from crmconnector.store import (chats, outbox, run_or_hold, single_statement_write, update_chat, utcnow,
                                 wake_after_commit)
+
+log = logging.getLogger(__name__)
 
 
 # INSERT … SELECT … WHERE NOT EXISTS: the look for a pending item and the insert in one statement.
@@ -78,13 +82,20 @@ def record_posted_at_once(engine: Engine, tasks: Mapping[str, str]) -> set[str] 
     consoles in one statement of its own (autocommit), so that chat logs leave one round trip fewer to
     the transactions every callback waits for; the caller wakes the consoles. The chats whose status
     that changed (a chat posted already is not among them); None on SQLite (a write there takes the one
-    write lock either way): then `set_crm_status` records each in the caller's transaction."""
+    write lock either way), or when the statement failed (say PostgreSQL broke a deadlock with a
+    callback's transaction that holds some of these chats): then `set_crm_status` records each in the
+    caller's transaction."""
     if engine.dialect.name != "postgresql":
         return None
     if not tasks:
         return set()
     params: dict[str, Any] = {"now": utcnow()}
-    for n, (chat_id, task_id) in enumerate(tasks.items()):
+    for n, (chat_id, task_id) in enumerate(sorted(tasks.items())):
         params[f"chat_{n}"], params[f"task_{n}"] = chat_id, task_id
-    with single_statement_write(engine) as conn:
-        return {row["id"] for row in _posted_and_told(len(tasks)).all(conn, params)}
+    try:
+        with single_statement_write(engine) as conn:
+            return {row["id"] for row in _posted_and_told(len(tasks)).all(conn, params)}
+    except DBAPIError as exc:
+        log.warning("recording %d chat logs as posted failed (%s); recording them one by one", len(tasks),
+                    type(exc.orig).__name__)
+        return None
