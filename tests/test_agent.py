@@ -189,6 +189,16 @@ def test_picking_another_match_relinks_the_chat(tom: Any, platform: Any, crm: An
     assert linked(runtime, "2415") == ("Lead", second)
 
 
+def test_a_pick_may_name_the_record_by_its_15_character_id(tom: Any, platform: Any, crm: Any,
+                                                          runtime: Any) -> None:
+    crm.create("Contact", {"LastName": "Thatcher", "Phone": NUMBER})
+    lead = crm.create("Lead", {"LastName": "Finn", "Company": "Raft", "Phone": NUMBER})
+    assign(platform, "2415", TOM)
+    response = tom.post("/api/agent/chats/2415/link", json={"object": "Lead", "id": lead[:15]})
+    assert response.status_code == 200 and response.json["linked_record"]["id"] == lead
+    assert linked(runtime, "2415") == ("Lead", lead)
+
+
 def test_a_pick_of_an_unknown_record_changes_nothing(tom: Any, platform: Any, crm: Any, runtime: Any) -> None:
     first = crm.create("Contact", {"LastName": "Thatcher", "Phone": NUMBER})
     assign(platform, "2415", TOM)

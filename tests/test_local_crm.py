@@ -43,6 +43,11 @@ def test_a_documented_15_character_id_gets_its_known_suffix():
     assert ids.to_18("001A0000006Vm9r") == "001A0000006Vm9rIAC"
 
 
+def test_only_ascii_capitals_count_in_the_case_safe_suffix():
+    assert ids.case_safe_suffix("ÀÀÀÀÀÀÀÀÀÀÀÀÀÀÀ") == "AAA"
+    assert ids.case_safe_suffix("AAAAABBBBBCCCCC") == "555"
+
+
 @pytest.mark.parametrize(("object_name", "prefix"), [
     ("Account", "001"), ("Contact", "003"), ("Lead", "00Q"), ("Case", "500"), ("Task", "00T"),
     ("ContentVersion", "068"),

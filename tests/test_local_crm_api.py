@@ -126,3 +126,55 @@ def test_new_record_form_errors_are_shown_and_nothing_is_created(client, crm):
     assert crm.query("Lead", {}) == []
     bad_phone = client.post("/crm/Contact/new", headers=admin_headers(), data={"LastName": "X", "Phone": "n/a"})
     assert bad_phone.status_code == 400 and crm.query("Contact", {}) == []
+
+
+@pytest.mark.parametrize("limit", ["0", "-3", "2001", "100000"])
+def test_a_limit_outside_1_to_2000_is_refused(client, contact, limit):
+    response = client.get(f"/api/crm/Contact?limit={limit}", headers=admin_headers())
+    assert response.status_code == 400
+    assert response.json["error"]["code"] == "invalid_query" and response.json["error"]["field"] == "limit"
+    assert "between 1 and 2000" in response.json["error"]["message"]
+
+
+def test_total_size_counts_every_match_and_records_keep_to_the_limit(client, crm, contact):
+    for name in ("Finn", "Sawyer", "Harper"):
+        crm.create("Contact", {"LastName": name, "Phone": "4155550199"})
+    page = client.get("/api/crm/Contact?Phone=4155550199&limit=2", headers=admin_headers()).json
+    assert page["totalSize"] == 3 and len(page["records"]) == 2
+    assert client.get("/api/crm/Contact?limit=2000", headers=admin_headers()).json["totalSize"] == 4
+    none = client.get("/api/crm/Contact?LastName=Nobody", headers=admin_headers()).json
+    assert none == {"records": [], "totalSize": 0}
+
+
+def test_a_field_given_more_than_once_matches_any_of_its_values(client, crm, contact):
+    finn = crm.create("Contact", {"LastName": "Finn", "Phone": "4155550199"})
+    crm.create("Contact", {"LastName": "Sawyer", "Phone": "4155550199"})
+    page = client.get("/api/crm/Contact?LastName=Thatcher&LastName=Finn", headers=admin_headers()).json
+    assert sorted(r["Id"] for r in page["records"]) == sorted([contact, finn]) and page["totalSize"] == 2
+    both = client.get("/api/crm/Contact?LastName=Thatcher&LastName=Finn&Phone=4155550199", headers=admin_headers())
+    assert [r["Id"] for r in both.json["records"]] == [finn]
+
+
+def test_the_field_at_fault_is_named_among_several(client, contact):
+    bad = client.get("/api/crm/Contact?LastName=Thatcher&DoNotCall=perhaps", headers=admin_headers())
+    assert bad.status_code == 400 and bad.json["error"]["field"] == "DoNotCall"
+
+
+def test_15_character_ids_are_accepted_case_sensitively(client, crm, contact):
+    task = crm.upsert_with_files("Task", "CallObject", {"Subject": "SMS chat", "CallObject": "sms-chat-1",
+                                                        "WhoId": contact},
+                                 [FileUpload("k", "photo.jpg", "image/jpeg", b"jpg")])
+    short = contact[:15]
+    record = client.get(f"/api/crm/Contact/{short}", headers=admin_headers())
+    assert record.status_code == 200 and record.json["Id"] == contact
+    assert [r["Id"] for r in client.get(f"/api/crm/Contact?Id={short}", headers=admin_headers()).json[
+        "records"]] == [contact]
+    assert [r["Id"] for r in client.get(f"/api/crm/Task?WhoId={short}", headers=admin_headers()).json[
+        "records"]] == [task.id]
+    file_id = task.file_ids["k"][:15]
+    assert client.get(f"/api/crm/ContentVersion/{file_id}/VersionData", headers=admin_headers()).data == b"jpg"
+    page = client.get(f"/crm/Contact/{short}", headers=admin_headers())
+    assert page.status_code == 200 and f'href="/crm/Task/{task.id}"' in page.get_data(as_text=True)
+    assert short.swapcase() != short
+    assert client.get(f"/api/crm/Contact/{short.swapcase()}", headers=admin_headers()).status_code == 404
+    assert client.get(f"/crm/Contact/{short.swapcase()}", headers=admin_headers()).status_code == 404

@@ -6,7 +6,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, current_app, jsonify, redirect, render_template, request, session
 
 from crmconnector.crm.errors import CRMRejected
-from crmconnector.crm.local import LocalCRM
+from crmconnector.crm.local import InvalidQueryField, LocalCRM
 from crmconnector.crm.objects import OBJECTS
 from crmconnector.chats import new_record_fields
 from crmconnector.matching import InvalidPhoneNumber, normalize
@@ -36,20 +36,30 @@ def _json_record(record: Any) -> dict[str, Any]:
     return fields
 
 
+MAX_LIMIT = 2000
+
+
 @bp.get("/api/crm/<object_name>")
 @admin_required
 def list_records(object_name: str) -> Any:
-    crm = _local()
+    """Records whose fields equal the query's values; a field given more than once matches any of its
+    values. `totalSize` counts every matching record, `records` holds at most `limit` of them."""
+    crm, obj = _local(), _object(object_name)
+    limits = request.args.getlist("limit")
+    if len(limits) > 1:
+        return _bad("limit may be given once", "limit")
     try:
-        limit = min(max(int(request.args.get("limit", 200)), 1), 2000)
+        limit = int(limits[0]) if limits else 200
     except ValueError:
         return _bad("limit must be a whole number", "limit")
-    equals = {k: v for k, v in request.args.items() if k != "limit"}
+    if not 1 <= limit <= MAX_LIMIT:
+        return _bad(f"limit must be between 1 and {MAX_LIMIT}, not {limit}", "limit")
+    equals = {name: request.args.getlist(name) for name in request.args if name != "limit"}
     try:
-        records = crm.query(_object(object_name), equals, limit)
-    except CRMRejected as exc:
-        return _bad(exc.message, next(iter(equals), None))
-    return jsonify({"records": [_json_record(r) for r in records], "totalSize": len(records)})
+        records, total = crm.query_page(obj, equals, limit)
+    except InvalidQueryField as exc:
+        return _bad(exc.message, exc.field)
+    return jsonify({"records": [_json_record(r) for r in records], "totalSize": total})
 
 
 @bp.get("/api/crm/<object_name>/<record_id>")
@@ -113,10 +123,10 @@ def record_page(object_name: str, record_id: str) -> Any:
     record = crm.get(_object(object_name), record_id)
     if record is None:
         abort(404)
-    files = crm.find("ContentVersion", "FirstPublishLocationId", [record_id])
+    files = crm.find("ContentVersion", "FirstPublishLocationId", [record.id])
     related = []
     if object_name in ("Contact", "Lead", "Account"):
-        related = crm.find("Task", "WhoId" if object_name != "Account" else "WhatId", [record_id])
+        related = crm.find("Task", "WhoId" if object_name != "Account" else "WhatId", [record.id])
     return render_template("crm_record.html", record=record, files=files, related=related,
                            specs=[s for s in OBJECTS[object_name] if s.type != "base64"])
 

@@ -29,8 +29,9 @@ ADMIN: list[dict[str, list[str]]] = [{"adminToken": []}]
 AGENT: list[dict[str, list[str]]] = [{"agentSession": []}]
 _OBJECT = {"name": "object_name", "in": "path", "required": True,
            "schema": {"type": "string", "enum": ["Account", "Contact", "Lead", "Case", "Task", "ContentVersion"]}}
-_RECORD = {"name": "record_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 15,
-                                                                          "maxLength": 18}}
+_RECORD = {"name": "record_id", "in": "path", "required": True,
+           "description": "the 18-character id, or its first 15 characters (case-sensitive), as in Salesforce",
+           "schema": {"type": "string", "minLength": 15, "maxLength": 18}}
 PATHS: dict[str, dict[str, Any]] = {
     "/callbacks/events": {"post": {
         "summary": "Receive an SMS platform event (signed with HMAC-SHA256)",
@@ -49,10 +50,18 @@ PATHS: dict[str, dict[str, Any]] = {
         "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
     "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json("OpenAPI 3 document")}}},
     "/api/crm/{object_name}": {"get": {
-        "summary": "Local CRM: records whose fields equal the query parameters", "security": ADMIN,
+        "summary": "Local CRM: records whose fields equal the query parameters, newest first",
+        "description": "Every other query parameter names a field (`?LastName=Finn`); a field given more than "
+                       "once matches any of its values (`?LastName=Finn&LastName=Sawyer`). Ids and references "
+                       "may be 15 or 18 characters. `totalSize` is the number of matching records, `records` "
+                       "the first `limit` of them.",
+        "security": ADMIN,
         "parameters": [_OBJECT, {"name": "limit", "in": "query", "schema": {
                            "type": "integer", "minimum": 1, "maximum": 2000, "default": 200}}],
-        "responses": {"200": _json("{\"records\": [...], \"totalSize\": n}"), **_errors(400, 401, 404)}}},
+        "responses": {"200": _json("{\"records\": [...], \"totalSize\": n}", {
+            "type": "object", "properties": {"records": {"type": "array", "items": {"type": "object"}},
+                                             "totalSize": {"type": "integer", "description": "matching records"}}}),
+                      **_errors(400, 401, 404)}}},
     "/api/crm/{object_name}/{record_id}": {"get": {
         "summary": "Local CRM: one record", "security": ADMIN, "parameters": [_OBJECT, _RECORD],
         "responses": {"200": _json("the record"), **_errors(401, 404)}}},

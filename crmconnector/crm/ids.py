@@ -20,10 +20,11 @@ _BODIES = len(_ALPHABET) ** _BODY_LENGTH
 
 
 def case_safe_suffix(id15: str) -> str:
-    """The checksum Salesforce appends so that an 18-character id survives case-folding."""
+    """The checksum Salesforce appends so that an 18-character id survives case-folding: per 5-character
+    chunk, one bit for each ASCII capital (other characters, even other capitals, count as none)."""
     suffix = ""
     for chunk in (id15[0:5], id15[5:10], id15[10:15]):
-        bits = sum(1 << i for i, ch in enumerate(chunk) if ch.isupper())
+        bits = sum(1 << i for i, ch in enumerate(chunk) if "A" <= ch <= "Z")
         suffix += _SUFFIX[bits]
     return suffix
 

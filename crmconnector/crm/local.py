@@ -12,7 +12,7 @@ from datetime import date, datetime
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urlencode
 
-from sqlalchemy import Engine, bindparam, exists, insert, select, update
+from sqlalchemy import Engine, bindparam, exists, func, insert, select, update
 from sqlalchemy.exc import OperationalError
 
 from crmconnector.crm import ids
@@ -27,6 +27,14 @@ from crmconnector.store import crm_blobs, reading, single_statement_write, utcno
 FILE_KEY_PREFIX = "crmconnector-key:"
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f", ""}
+
+
+class InvalidQueryField(CRMRejected):
+    """A query names a field the object lacks, or gives it a value the field cannot hold."""
+
+    def __init__(self, field: str, message: str, *, code: str):
+        super().__init__(message, code=code)
+        self.field = field
 
 
 class LocalCRM:
@@ -57,16 +65,17 @@ class LocalCRM:
         return records
 
     def get(self, object_name: str, record_id: str) -> Record | None:
+        """The record by its 18-character id, or by the 15-character one (case-sensitive), as Salesforce."""
         table = self._table(object_name)
         with self._read() as conn:
-            row = conn.execute(select(table).where(table.c.Id == record_id)).mappings().first()
+            row = conn.execute(select(table).where(table.c.Id == ids.to_18(record_id))).mappings().first()
         return self._record(object_name, row) if row else None
 
     def find(self, object_name: str, field_name: str, values: Iterable[str]) -> list[Record]:
         table = self._table(object_name)
         if field_name != "Id" and field_name not in table.c:
             raise CRMRejected(f"No such column '{field_name}' on entity '{object_name}'", code="INVALID_FIELD")
-        wanted = list(values)
+        wanted = [ids.to_18(v) for v in values] if _holds_ids(object_name, field_name) else list(values)
         if not wanted:
             return []
         with self._read() as conn:
@@ -74,23 +83,44 @@ class LocalCRM:
                                 .order_by(table.c.CreatedDate, table.c.Id)).mappings().all()
         return [self._record(object_name, row) for row in rows]
 
-    def query(self, object_name: str, equals: Mapping[str, str], limit: int = 200) -> list[Record]:
-        """Records whose fields equal the given values (the read-only API), newest first."""
+    def query(self, object_name: str, equals: Mapping[str, str | Sequence[str]], limit: int = 200) -> list[Record]:
+        """Records whose fields equal the given values (any of them, for a list), newest first."""
+        return self.query_page(object_name, equals, limit)[0]
+
+    def query_page(self, object_name: str, equals: Mapping[str, str | Sequence[str]],
+                   limit: int = 200) -> tuple[list[Record], int]:
+        """The first `limit` records of `query` and how many match in all (Salesforce's totalSize),
+        counted by the same statement so the two always agree."""
         table = self._table(object_name)
-        stmt = select(table)
-        for name, value in equals.items():
-            if name not in table.c:
-                raise CRMRejected(f"No such column '{name}' on entity '{object_name}'", code="INVALID_FIELD")
-            column = table.c[name]
-            stmt = stmt.where(column == self._coerce(object_name, _spec_or_string(object_name, name), value))
+        total = func.count().over().label("_matching")
+        stmt = select(table, total).where(*self._conditions(object_name, equals))
         stmt = stmt.order_by(table.c.LastModifiedDate.desc(), table.c.Id).limit(limit)
         with self._read() as conn:
             rows = conn.execute(stmt).mappings().all()
-        return [self._record(object_name, row) for row in rows]
+        records = [self._record(object_name, {k: v for k, v in row.items() if k != "_matching"}) for row in rows]
+        return records, (rows[0]["_matching"] if rows else 0)
+
+    def _conditions(self, object_name: str, equals: Mapping[str, str | Sequence[str]]) -> list[Any]:
+        table = self._table(object_name)
+        conditions = []
+        for name, given in equals.items():
+            if name not in table.c:
+                raise InvalidQueryField(name, f"No such column '{name}' on entity '{object_name}'",
+                                        code="INVALID_FIELD")
+            spec = _spec_or_string(object_name, name)
+            try:
+                values = [self._coerce(object_name, spec, v) for v in ([given] if isinstance(given, str) else given)]
+            except CRMRejected as exc:
+                raise InvalidQueryField(name, exc.message, code=exc.code) from None
+            if name == "Id":
+                values = [ids.to_18(v) for v in values]
+            conditions.append(table.c[name].in_(values) if len(values) > 1 else table.c[name] == values[0])
+        return conditions
 
     def file_data(self, content_version_id: str) -> bytes | None:
+        blob_id = ids.to_18(content_version_id)
         with self._read() as conn:
-            return conn.execute(select(crm_blobs.c.data).where(crm_blobs.c.id == content_version_id)).scalar()
+            return conn.execute(select(crm_blobs.c.data).where(crm_blobs.c.id == blob_id)).scalar()
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -423,6 +453,10 @@ def _insert_unless_keyed(object_name: str, key_field: str, columns: tuple[str, .
     absent = ~exists().where(table.c[key_field] == bindparam("upsert_key", type_=table.c[key_field].type))
     row = select(*(bindparam(name, type_=table.c[name].type) for name in columns)).where(absent)
     return DriverStatement(insert(table).from_select(list(columns), row).returning(table.c.Id))
+
+
+def _holds_ids(object_name: str, field_name: str) -> bool:
+    return field_name == "Id" or _spec_or_string(object_name, field_name).type == "reference"
 
 
 def _spec_or_string(object_name: str, name: str) -> FieldSpec:
