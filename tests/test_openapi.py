@@ -17,8 +17,6 @@ def openapi_path(rule: str) -> str:
 def served(app) -> dict[str, set[str]]:
     routes: dict[str, set[str]] = {}
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static" or rule.endpoint.endswith(".static"):
-            continue
         routes.setdefault(openapi_path(rule.rule), set()).update(
             m.lower() for m in (rule.methods or set()) - IGNORED_METHODS)
     return routes
@@ -26,6 +24,7 @@ def served(app) -> dict[str, set[str]]:
 
 def test_openapi_path_conversion():
     assert openapi_path("/api/crm/<object_name>/<record_id>") == "/api/crm/{object_name}/{record_id}"
+    assert openapi_path("/static/<path:filename>") == "/static/{filename}"
     assert openapi_path("/api/admin/outbox/<int:item_id>/retry") == "/api/admin/outbox/{item_id}/retry"
 
 
@@ -70,3 +69,12 @@ def test_admin_endpoints_declare_the_admin_token(client):
         ("/api/admin/", "/api/crm/")) for method in set(item) & HTTP_METHODS
         if {"adminToken": []} not in item[method].get("security", []))
     assert unsecured == []
+
+
+def test_static_assets_are_described_and_served_as_documented(client):
+    operation = client.get("/openapi.json").json["paths"]["/static/{filename}"]["get"]
+    example = operation["parameters"][0]["example"]
+    with client.get(f"/static/{example}") as response:
+        assert response.status_code == 200 and response.mimetype in operation["responses"]["200"]["content"]
+    assert "security" not in operation
+    assert client.get("/static/no-such-file.js").status_code == 404

@@ -49,6 +49,14 @@ PATHS: dict[str, dict[str, Any]] = {
     "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
         "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
     "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json("OpenAPI 3 document")}}},
+    "/static/{filename}": {"get": {
+        "summary": "The pages' own scripts, styles and vendored libraries (webapp/static; no sign-in needed)",
+        "parameters": [{"name": "filename", "in": "path", "required": True, "schema": {"type": "string"},
+                        "description": "path under webapp/static; may contain `/`", "example": "vendor/chart.umd.js"}],
+        "responses": {"200": {"description": "the file, with ETag and Last-Modified", "content": {
+                          "text/css": {}, "text/javascript": {}, "application/octet-stream": {}}},
+                      "304": {"description": "not modified since the client's copy"},
+                      "404": {"description": "no such file"}}}},
     "/api/crm/{object_name}": {"get": {
         "summary": "Local CRM: records whose fields equal the query parameters, newest first",
         "description": "Every other query parameter names a field (`?LastName=Finn`); a field given more than "
