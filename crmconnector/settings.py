@@ -11,6 +11,7 @@ import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 
 import phonenumbers
 from dotenv import dotenv_values
@@ -100,6 +101,13 @@ class Settings:
 
         database_url = env.get("CRMCONNECTOR_DATABASE_URL", "").strip() or cls.database_url
         problems.extend(_database_url_problems(database_url))
+        public_url = env.get("CRMCONNECTOR_PUBLIC_URL", "").strip()
+        if public_url:
+            problems.extend(_url_problems("CRMCONNECTOR_PUBLIC_URL", public_url, "https://connector.example.com"))
+        login_url = env.get("SALESFORCE_LOGIN_URL", "").strip() or cls.salesforce_login_url
+        if crm == "salesforce":
+            problems.extend(_url_problems("SALESFORCE_LOGIN_URL", login_url, "https://yourcompany.my.salesforce.com",
+                                          https_only=True))
         settings = cls(
             database_url=database_url,
             crm=crm,
@@ -112,7 +120,7 @@ class Settings:
             media_max_bytes=integer("CRMCONNECTOR_MEDIA_MAX_BYTES", cls.media_max_bytes, 1),
             abandoned_tickets=abandoned,
             abandoned_interval_seconds=integer("CRMCONNECTOR_ABANDONED_INTERVAL_SECONDS", 60, 1),
-            salesforce_login_url=(env.get("SALESFORCE_LOGIN_URL", "").strip() or cls.salesforce_login_url).rstrip("/"),
+            salesforce_login_url=login_url.rstrip("/"),
             salesforce_client_id=env.get("SALESFORCE_CLIENT_ID", "").strip(),
             salesforce_client_secret=env.get("SALESFORCE_CLIENT_SECRET", "").strip(),
             salesforce_username=env.get("SALESFORCE_USERNAME", "").strip(),
@@ -121,7 +129,7 @@ class Settings:
             salesforce_domain=env.get("SALESFORCE_DOMAIN", "").strip(),
             salesforce_api_version=env.get("SALESFORCE_API_VERSION", "").strip() or DEFAULT_API_VERSION,
             instance_path=env.get("CRMCONNECTOR_INSTANCE_PATH", "").strip() or cls.instance_path,
-            public_url=env.get("CRMCONNECTOR_PUBLIC_URL", "").strip().rstrip("/"),
+            public_url=public_url.rstrip("/"),
             ca_bundle=env.get("REQUESTS_CA_BUNDLE") or None,
         )
         if crm == "salesforce":
@@ -233,6 +241,27 @@ def _database_url_problems(url: str) -> list[str]:
     except ImportError as exc:
         return [f"CRMCONNECTOR_DATABASE_URL {mask_url(url)!r} needs the Python driver {exc.name or exc}, "
                 "which is not installed"]
+    return []
+
+
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def _url_problems(name: str, url: str, example: str, *, https_only: bool = False) -> list[str]:
+    """An address without a scheme or host would fail only later, far from its cause: as sign-in links
+    that lead nowhere, or as `MissingSchema` from the first request. Credentials sent to a login URL
+    travel over HTTPS, except to this machine (a test org, a tunnel)."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # raises ValueError for a port that is no number up to 65535
+    except ValueError:
+        return [f"{name} {url!r} has an invalid port"]
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return [f"{name} must be an http:// or https:// address with a host, like {example}, not {url!r}"]
+    if parts.query or parts.fragment:
+        return [f"{name} must not have a query or fragment (?…, #…), not {url!r}"]
+    if https_only and parts.scheme != "https" and parts.hostname not in _LOOPBACK_HOSTS:
+        return [f"{name} must be an https:// address (http:// only for localhost), like {example}, not {url!r}"]
     return []
 
 

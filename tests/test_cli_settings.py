@@ -30,3 +30,19 @@ def test_invalid_region_and_port_are_named(workdir):
     assert "CRMCONNECTOR_DEFAULT_REGION 'MARS' is not a known region code" in result.stderr
     assert "CRMCONNECTOR_PORT must be a whole number, not 'http'" in result.stderr
     assert "Traceback" not in result.output + result.stderr
+
+
+def test_a_public_url_without_a_scheme_is_refused_before_a_link_is_made(workdir):
+    result = CliRunner().invoke(main, ["agents", "add", "tom@example.com"], env={"CRMCONNECTOR_PUBLIC_URL": "notaurl"})
+    assert result.exit_code == 2
+    assert "CRMCONNECTOR_PUBLIC_URL must be an http:// or https:// address with a host" in result.stderr
+    assert "sign-in" not in result.output and not (workdir / "instance").exists()
+
+
+def test_a_salesforce_login_url_without_a_scheme_is_refused_before_check_signs_in(workdir):
+    result = CliRunner().invoke(main, ["check"], env={
+        "CRMCONNECTOR_CRM": "salesforce", "SALESFORCE_LOGIN_URL": "yourcompany.my.salesforce.com",
+        "SALESFORCE_CLIENT_ID": "id", "SALESFORCE_CLIENT_SECRET": "secret"})
+    assert result.exit_code == 2
+    assert "SALESFORCE_LOGIN_URL must be an http:// or https:// address with a host" in result.stderr
+    assert "MissingSchema" not in result.output + result.stderr

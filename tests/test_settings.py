@@ -170,3 +170,37 @@ def test_workers_starting_together_share_one_set_of_secrets(tmp_path):
     assert len({(token, secret) for token, secret, _ in results}) == 1
     assert sum(1 for *_, generated in results if generated) == 1
     assert os.listdir(instance) == ["secrets.json"]
+
+
+SALESFORCE = {"CRMCONNECTOR_CRM": "salesforce", "SALESFORCE_CLIENT_ID": "id", "SALESFORCE_CLIENT_SECRET": "secret"}
+
+
+@pytest.mark.parametrize("url", ["notaurl", "connector.example.com", "ftp://connector.example.com",
+                                 "https://", "http://connector.example.com:http", "https://connector.example.com/?x=1"])
+def test_a_public_url_that_is_no_http_address_is_refused(tmp_path, url):
+    [message] = problems(tmp_path, CRMCONNECTOR_PUBLIC_URL=url)
+    assert message.startswith("CRMCONNECTOR_PUBLIC_URL") and repr(url) in message
+
+
+@pytest.mark.parametrize("url", ["http://connector.internal:8080", "https://connector.example.com/sms/"])
+def test_http_and_https_public_urls_with_a_path_are_accepted(tmp_path, url):
+    assert load(tmp_path, CRMCONNECTOR_PUBLIC_URL=url).base_url == url.rstrip("/")
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("yourcompany.my.salesforce.com", "must be an http:// or https:// address with a host"),
+    ("login.salesforce.com/", "must be an http:// or https:// address with a host"),
+    ("http://yourcompany.my.salesforce.com", "must be an https:// address (http:// only for localhost)"),
+])
+def test_a_salesforce_login_url_must_be_https(tmp_path, url, says):
+    [message] = problems(tmp_path, SALESFORCE_LOGIN_URL=url, **SALESFORCE)
+    assert message.startswith(f"SALESFORCE_LOGIN_URL {says}") and "https://yourcompany.my.salesforce.com" in message
+
+
+@pytest.mark.parametrize("url", ["https://acme.my.salesforce.com", "http://localhost:8443", "http://127.0.0.1:9"])
+def test_https_login_urls_and_plain_http_to_this_machine_are_accepted(tmp_path, url):
+    assert load(tmp_path, SALESFORCE_LOGIN_URL=url, **SALESFORCE).salesforce_login_url == url
+
+
+def test_the_login_url_is_only_checked_when_salesforce_is_the_crm(tmp_path):
+    assert load(tmp_path, SALESFORCE_LOGIN_URL="yourcompany.my.salesforce.com").crm == "local"
