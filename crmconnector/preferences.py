@@ -77,12 +77,41 @@ def save_pop_settings(engine: Engine, changes: dict[str, Any]) -> PopSettings:
     return updated
 
 
+USE_ENVIRONMENT = "environment"  # the admin page's choice that forgets a saved mode
+
+
 def abandoned_mode(engine: Engine, default: str) -> str:
+    """The mode in effect: the one saved on the admin page, else `default` (CRMCONNECTOR_ABANDONED_TICKETS)."""
+    return saved_abandoned_mode(engine) or default
+
+
+def saved_abandoned_mode(engine: Engine) -> str | None:
+    """The mode saved on the admin page, or None while the environment's setting applies."""
     with reading(engine) as conn:
-        return _get(conn, ABANDONED_KEY) or default
+        return _get(conn, ABANDONED_KEY)
+
+
+def choose_abandoned_mode(engine: Engine, choice: str, default: str) -> str:
+    """Apply the admin page's choice and return the mode in effect.
+
+    A mode is stored only when it differs from the one in effect, so saving the page for another
+    setting leaves the environment in charge; USE_ENVIRONMENT forgets a saved mode.
+    """
+    if choice not in (*ABANDONED_MODES, USE_ENVIRONMENT):
+        raise InvalidSetting("abandoned_tickets", f"must be one of {', '.join(ABANDONED_MODES)}")
+    with engine.begin() as conn:
+        saved = _get(conn, ABANDONED_KEY)
+        if choice == USE_ENVIRONMENT:
+            if saved is not None:
+                conn.execute(app_settings.delete().where(app_settings.c.key == ABANDONED_KEY))
+            return default
+        if choice != (saved or default):
+            _put(conn, ABANDONED_KEY, choice)
+    return choice
 
 
 def save_abandoned_mode(engine: Engine, mode: str) -> str:
+    """Pin a mode, whatever the environment says."""
     if mode not in ABANDONED_MODES:
         raise InvalidSetting("abandoned_tickets", f"must be one of {', '.join(ABANDONED_MODES)}")
     with engine.begin() as conn:

@@ -88,6 +88,51 @@ def test_saving_settings_changes_the_next_screen_pop(admin: Any, platform: Any, 
     assert platform.post("chat.started", started("77")).json["screen_pop"]["action"] == "search"
 
 
+def shown_mode(page: str) -> tuple[str, str]:
+    """The abandoned-ticket choice the page preselects, and what it says about where the mode comes from."""
+    select_html = re.search(r'<select id="abandoned-tickets".*?</select>', page, re.S).group(0)
+    source = re.search(r'<p id="abandoned-source"[^>]*>(.*?)</p>', page, re.S).group(1)
+    return re.search(r'<option value="([^"]+)" selected', select_html).group(1), re.sub(r"<[^>]+>", "", source)
+
+
+def test_saving_screen_pops_leaves_the_abandoned_mode_to_the_environment(
+        admin: Any, app: Any, make_settings: Any) -> None:
+    page = admin.get("/admin").get_data(as_text=True)
+    choice, source = shown_mode(page)
+    assert choice == "environment"
+    assert "In effect: with_sms, from CRMCONNECTOR_ABANDONED_TICKETS" in source
+    form = {**VALID, "none": "search", "abandoned_tickets": choice, "csrf": csrf_of(admin)}
+    assert admin.post("/admin/settings", data=form).status_code == 302
+    scripted = {**VALID, "multiple": "record", "abandoned_tickets": "with_sms"}  # the mode in effect, unchanged
+    assert admin.post("/admin/settings", data=scripted, headers=admin_headers()).status_code == 302
+    assert preferences.saved_abandoned_mode(app.extensions["crmconnector"].engine) is None
+
+    from crmconnector.runtime import Runtime
+    from webapp import create_app
+
+    restarted = Runtime(make_settings(abandoned_tickets="all"))  # the variable changed, then a restart
+    try:
+        client = create_app(runtime=restarted, background=False, test_config={"TESTING": True}).test_client()
+        choice, source = shown_mode(client.get("/admin", headers=admin_headers()).get_data(as_text=True))
+        assert choice == "environment" and "In effect: all, from CRMCONNECTOR_ABANDONED_TICKETS" in source
+        assert preferences.abandoned_mode(restarted.engine, restarted.settings.abandoned_tickets) == "all"
+    finally:
+        restarted.close()
+
+
+def test_a_mode_chosen_on_the_page_wins_until_the_environment_is_chosen_again(admin: Any, runtime: Any) -> None:
+    form = {**VALID, "abandoned_tickets": "off", "csrf": csrf_of(admin)}
+    assert admin.post("/admin/settings", data=form).status_code == 302
+    assert saved(runtime)[1] == "off"
+    choice, source = shown_mode(admin.get("/admin").get_data(as_text=True))
+    assert choice == "off"
+    assert "In effect: off, saved on this page; it overrides CRMCONNECTOR_ABANDONED_TICKETS (with_sms)" in source
+    form = {**VALID, "abandoned_tickets": "environment", "csrf": csrf_of(admin)}
+    assert admin.post("/admin/settings", data=form).status_code == 302
+    assert preferences.saved_abandoned_mode(runtime.engine) is None and saved(runtime)[1] == "with_sms"
+    assert shown_mode(admin.get("/admin").get_data(as_text=True))[0] == "environment"
+
+
 @pytest.mark.parametrize("change, message", [
     ({"none": "record"}, "action for 'none' must be one of"),
     ({"multiple": "explode"}, "action for 'multiple' must be one of"),

@@ -82,13 +82,15 @@ def _page(status: int = 200, error: dict[str, str] | None = None, form: dict[str
     runtime = _runtime()
     settings = runtime.settings
     prefs = preferences.pop_settings(runtime.engine).as_dict()
-    current = {**prefs, "abandoned_tickets": preferences.abandoned_mode(runtime.engine, settings.abandoned_tickets)}
+    saved_mode = preferences.saved_abandoned_mode(runtime.engine)
+    current = {**prefs, "abandoned_tickets": saved_mode or preferences.USE_ENVIRONMENT}
     shown = {**current, **(form or {})}
     order = list(shown["object_order"]) + ["", ""]
     return render_template(
         "admin.html", prefs=shown, order=order[:3], actions=ACTIONS, action_labels=ACTION_LABELS,
         new_record_objects=NEW_RECORD_OBJECTS, match_objects=MATCH_OBJECTS, abandoned_modes=ABANDONED_MODES,
-        abandoned_labels=ABANDONED_LABELS, error=error, crm_name=runtime.crm.name,
+        abandoned_labels=ABANDONED_LABELS, use_environment=preferences.USE_ENVIRONMENT,
+        saved_mode=saved_mode, environment_mode=settings.abandoned_tickets, error=error, crm_name=runtime.crm.name,
         counts=outbox_counts(runtime.engine), failed=list_items(runtime.engine, "failed", 100),
         chats=admin_view.recent_chats(runtime.engine, runtime.crm),
         calls=admin_view.recent_abandoned(runtime.engine, runtime.crm),
@@ -123,13 +125,13 @@ def save_settings() -> Any:
     runtime = _runtime()
     engine = runtime.engine
     try:
-        if mode not in ABANDONED_MODES:  # checked first: nothing is saved unless everything is valid
-            raise preferences.InvalidSetting("abandoned_tickets",
-                                             f"abandoned-call tickets must be one of {', '.join(ABANDONED_MODES)}")
+        if mode not in (*ABANDONED_MODES, preferences.USE_ENVIRONMENT):  # first: all valid, or nothing saved
+            raise preferences.InvalidSetting("abandoned_tickets", "abandoned-call tickets must be one of "
+                                             f"{', '.join(ABANDONED_MODES)} or {preferences.USE_ENVIRONMENT}")
         if changes["opt_out_field"] != preferences.pop_settings(engine).opt_out_field:
             _verify_opt_out_field(runtime, changes["opt_out_field"])
         preferences.save_pop_settings(engine, changes)
-        preferences.save_abandoned_mode(engine, mode)
+        preferences.choose_abandoned_mode(engine, mode, runtime.settings.abandoned_tickets)
     except preferences.InvalidSetting as exc:
         return _page(400, {"field": exc.field, "message": f"Not saved: {exc.message}."},
                      {**changes, "abandoned_tickets": mode})

@@ -194,6 +194,9 @@ PATHS.update({
         "security": ADMIN, "responses": {"200": _HTML, "302": {"description": "not signed in: to /admin/sign-in"}}}},
     "/admin/settings": {"post": {
         "summary": "Save screen-pop settings, object order, opt-out field and abandoned-ticket mode (all or nothing)",
+        "description": "`abandoned_tickets` is off, all, with_sms or environment. A mode is stored only when it "
+                       "differs from the one in effect; `environment` forgets a stored mode, so "
+                       "CRMCONNECTOR_ABANDONED_TICKETS applies again.",
         "security": ADMIN,
         "requestBody": _form("none", "single", "multiple", "new_record_object", "object_order_1", "object_order_2",
                              "object_order_3", "opt_out_field", "abandoned_tickets"),
