@@ -23,11 +23,13 @@ import responses.matchers
 
 from crmconnector.crm import ids
 from crmconnector.crm.objects import OBJECTS, PHONE_FIELDS, FieldSpec
+from crmconnector.settings import DEFAULT_API_VERSION
 
 LOGIN_URL = "https://acme.my.salesforce.com"
 INSTANCE_URL = "https://acme.my.salesforce.com"
-VERSION = "62.0"
-DATA = f"{INSTANCE_URL}/services/data/v{VERSION}"
+VERSION = DEFAULT_API_VERSION
+DATA_PATH = f"/services/data/v{VERSION}"
+DATA = f"{INSTANCE_URL}{DATA_PATH}"
 _EPOCH = datetime(2026, 11, 1, tzinfo=timezone.utc)
 Answer = tuple[int, Any]
 

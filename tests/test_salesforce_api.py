@@ -12,7 +12,7 @@ from crmconnector.crm.errors import CRMNotFound, CRMRejected, RetryableCRMError
 from crmconnector.crm.salesforce import SalesforceCRM
 from crmconnector.crm.sf_http import retry_after
 from crmconnector.matching import match_number, match_numbers
-from tests.fake_salesforce import DATA, INSTANCE_URL, add_token, bearer, make_crm, sf_error
+from tests.fake_salesforce import DATA, DATA_PATH, INSTANCE_URL, add_token, bearer, make_crm, sf_error
 
 SEARCH = f"{DATA}/search/"
 QUERY = f"{DATA}/query/"
@@ -38,7 +38,7 @@ def crm(rsps: responses.RequestsMock) -> SalesforceCRM:
 
 
 def row(object_name: str, record_id: str, **fields: Any) -> dict[str, Any]:
-    return {"attributes": {"type": object_name, "url": f"/services/data/v62.0/sobjects/{object_name}/{record_id}"},
+    return {"attributes": {"type": object_name, "url": f"{DATA_PATH}/sobjects/{object_name}/{record_id}"},
             "Id": record_id, **fields}
 
 
@@ -138,7 +138,7 @@ def test_find_with_many_values_takes_several_queries_and_follows_next_pages(rsps
                                                                            crm: SalesforceCRM) -> None:
     subjects = [f"Abandoned call {i:04d} from +1 415-555-{i:04d}" for i in range(300)]
     rsps.add(responses.GET, QUERY, json={"totalSize": 2, "done": False, "nextRecordsUrl":
-                                         "/services/data/v62.0/query/01g-2000",
+                                         f"{DATA_PATH}/query/01g-2000",
                                          "records": [row("Case", "500000000000001AAA", Subject=subjects[0])]})
     rsps.add(responses.GET, f"{DATA}/query/01g-2000", json={"done": True, "records": [
         row("Case", "500000000000002AAA", Subject=subjects[1])]})

@@ -12,15 +12,16 @@ from responses.registries import OrderedRegistry
 from crmconnector.crm.errors import CRMAuthError, RetryableCRMError
 from crmconnector.crm.salesforce import PING_FRESH_SECONDS
 from crmconnector.metrics import REGISTRY
-from tests.fake_salesforce import DATA, INSTANCE_URL, TOKEN_URL, add_token, bearer, make_crm, sf_error
+from tests.fake_salesforce import (DATA, DATA_PATH, INSTANCE_URL, TOKEN_URL, VERSION, add_token, bearer, make_crm,
+                                   sf_error)
 
 PING = f"{DATA}/"
-SOAP_URL = "https://test.salesforce.com/services/Soap/u/62.0"
+SOAP_URL = f"https://test.salesforce.com/services/Soap/u/{VERSION}"
 SOAP_OK = (b'<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope '
            b'xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns="urn:partner.soap.sforce.com">'
            b"<soapenv:Body><loginResponse><result>"
-           b"<serverUrl>https://acme.my.salesforce.com/services/Soap/u/62.0/00D000000000001</serverUrl>"
-           b"<sessionId>00D!session</sessionId></result></loginResponse></soapenv:Body></soapenv:Envelope>")
+           + f"<serverUrl>{INSTANCE_URL}/services/Soap/u/{VERSION}/00D000000000001</serverUrl>".encode()
+           + b"<sessionId>00D!session</sessionId></result></loginResponse></soapenv:Body></soapenv:Envelope>")
 SOAP_FAULT = (b'<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope '
               b'xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
               b'xmlns:sf="urn:fault.partner.soap.sforce.com"><soapenv:Body><soapenv:Fault>'
@@ -86,7 +87,7 @@ def test_expired_session_logs_in_again_once_and_repeats_the_request(ordered: res
     ordered.add(responses.GET, PING, status=401, json=sf_error("INVALID_SESSION_ID", "Session expired or invalid"),
                 match=[bearer("token-1")])
     add_token(ordered, "token-2")
-    ordered.add(responses.GET, PING, json={"sobjects": "/services/data/v62.0/sobjects"}, match=[bearer("token-2")])
+    ordered.add(responses.GET, PING, json={"sobjects": f"{DATA_PATH}/sobjects"}, match=[bearer("token-2")])
     crm = make_crm()
     crm.ping()
     assert crm.request_count == 4
@@ -152,7 +153,7 @@ def test_username_password_login_as_simple_salesforce_does_it(rsps: responses.Re
 
 
 def test_refused_password_login_is_an_auth_error(rsps: responses.RequestsMock) -> None:
-    rsps.add(responses.POST, "https://acme.my.salesforce.com/services/Soap/u/62.0", body=SOAP_FAULT, status=500,
+    rsps.add(responses.POST, f"{INSTANCE_URL}/services/Soap/u/{VERSION}", body=SOAP_FAULT, status=500,
              content_type="text/xml")
     crm = make_crm(salesforce_client_id="", salesforce_client_secret="", salesforce_username="int@acme.example",
                    salesforce_password="wrong")

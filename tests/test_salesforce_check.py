@@ -13,11 +13,11 @@ from responses import matchers
 
 from crmconnector.cli import main
 from crmconnector.crm.objects import OBJECTS
-from tests.fake_salesforce import (DATA, INSTANCE_URL, LOGIN_URL, TOKEN_URL, FakeSalesforce, add_token, bearer,
-                                   make_crm)
+from tests.fake_salesforce import (DATA, DATA_PATH, INSTANCE_URL, LOGIN_URL, TOKEN_URL, VERSION, FakeSalesforce,
+                                   add_token, bearer, make_crm)
 
-VERSIONS = [{"version": "61.0", "url": "/services/data/v61.0"}, {"version": "62.0", "url": "/services/data/v62.0"}]
-DESCRIBE_BODY = {"batchRequests": [{"method": "GET", "url": f"v62.0/sobjects/{name}/describe"} for name in OBJECTS]}
+VERSIONS = [{"version": "61.0", "url": "/services/data/v61.0"}, {"version": VERSION, "url": DATA_PATH}]
+DESCRIBE_BODY = {"batchRequests": [{"method": "GET", "url": f"v{VERSION}/sobjects/{name}/describe"} for name in OBJECTS]}
 
 
 def describe(name: str) -> dict[str, Any]:
@@ -46,7 +46,7 @@ def test_a_healthy_org_passes_in_three_requests(rsps: responses.RequestsMock) ->
     lines = crm.check()
     assert all(line.ok for line in lines)
     assert [line.what for line in lines] == [
-        "Salesforce login", "API version 62.0", "Account: read", "Contact: read, update DoNotCall",
+        "Salesforce login", f"API version {VERSION}", "Account: read", "Contact: read, update DoNotCall",
         "Lead: read, update DoNotCall", "Case: create and read", "Task: create, update and read",
         "ContentVersion: create and read"]
     assert crm.request_count == 3
@@ -87,7 +87,7 @@ def test_an_api_version_the_org_lacks_fails(rsps: responses.RequestsMock) -> Non
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     monkeypatch.chdir(tmp_path)  # no stray .env
     return {"CRMCONNECTOR_CRM": "salesforce", "SALESFORCE_LOGIN_URL": LOGIN_URL, "SALESFORCE_CLIENT_ID": "client",
-            "SALESFORCE_CLIENT_SECRET": "secret", "SALESFORCE_API_VERSION": "62.0",
+            "SALESFORCE_CLIENT_SECRET": "secret", "SALESFORCE_API_VERSION": VERSION,
             "CRMCONNECTOR_DATABASE_URL": f"sqlite:///{tmp_path / 'state.db'}",
             "CRMCONNECTOR_INSTANCE_PATH": str(tmp_path / "instance"), "CRMCONNECTOR_ADMIN_TOKEN": "t",
             "CRMCONNECTOR_CALLBACK_SECRETS": "s"}
@@ -160,8 +160,8 @@ def test_an_opt_out_field_is_verified_in_one_request(rsps: responses.RequestsMoc
     results[1]["result"]["fields"] = [{**f, "updateable": False} if f["name"] == "DoNotCall" else f
                                       for f in results[1]["result"]["fields"]]
     rsps.add(responses.POST, f"{DATA}/composite/batch", match=[bearer(), matchers.json_params_matcher(
-        {"batchRequests": [{"method": "GET", "url": "v62.0/sobjects/Contact/describe"},
-                           {"method": "GET", "url": "v62.0/sobjects/Lead/describe"}]})],
+        {"batchRequests": [{"method": "GET", "url": f"v{VERSION}/sobjects/Contact/describe"},
+                           {"method": "GET", "url": f"v{VERSION}/sobjects/Lead/describe"}]})],
         json={"hasErrors": False, "results": results})
     crm = make_crm()
     problems = crm.opt_out_field_problems("DoNotCall")

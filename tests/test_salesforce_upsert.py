@@ -14,14 +14,14 @@ from crmconnector.crm import sf_files
 from crmconnector.crm.base import FileUpload
 from crmconnector.crm.errors import CRMRejected, RetryableCRMError
 from crmconnector.crm.salesforce import SalesforceCRM
-from tests.fake_salesforce import DATA, FakeSalesforce, add_token, bearer, make_crm, sf_error
+from tests.fake_salesforce import DATA, DATA_PATH, FakeSalesforce, add_token, bearer, make_crm, sf_error
 
 COMPOSITE = f"{DATA}/composite"
 T1 = "00T000000000001AAA"
 FIELDS = {"Subject": "SMS chat with +1 415-555-0132", "CallObject": "sms-chat-2415", "Status": "Completed"}
-LOOKUP_TASK = ("/services/data/v62.0/query/?q=" + quote(
+LOOKUP_TASK = (f"{DATA_PATH}/query/?q=" + quote(
     "SELECT Id FROM Task WHERE CallObject = 'sms-chat-2415' ORDER BY CreatedDate, Id LIMIT 1", safe=""))
-LOOKUP_FILES = ("/services/data/v62.0/query/?q=" + quote(
+LOOKUP_FILES = (f"{DATA_PATH}/query/?q=" + quote(
     "SELECT Id, Description FROM ContentVersion WHERE FirstPublishLocationId = ", safe="")
     + "'@{existing.records[0].Id}'")
 HALTED = {"body": sf_error("PROCESSING_HALTED", "Invalid reference specification"), "httpHeaders": {},
@@ -45,7 +45,7 @@ def upload(key: str, size: int = 10) -> FileUpload:
 
 
 def file_sub(index: int, item: FileUpload, parent: str) -> dict[str, Any]:
-    return {"method": "POST", "url": "/services/data/v62.0/sobjects/ContentVersion", "referenceId": f"file{index}",
+    return {"method": "POST", "url": f"{DATA_PATH}/sobjects/ContentVersion", "referenceId": f"file{index}",
             "body": {"Title": item.filename, "PathOnClient": item.filename,
                      "VersionData": base64.b64encode(item.data).decode(), "FirstPublishLocationId": parent,
                      "Description": f"crmconnector-key:{item.key}"}}
@@ -71,7 +71,7 @@ def test_new_task_and_files_in_two_composite_requests(rsps: responses.RequestsMo
     rsps.add(responses.POST, COMPOSITE, match=[lookup_request(), bearer()], json=no_task())
     rsps.add(responses.POST, COMPOSITE, match=[bearer(), matchers.json_params_matcher({
         "allOrNone": False, "compositeRequest": [
-            {"method": "POST", "url": "/services/data/v62.0/sobjects/Task", "referenceId": "record", "body": FIELDS},
+            {"method": "POST", "url": f"{DATA_PATH}/sobjects/Task", "referenceId": "record", "body": FIELDS},
             file_sub(0, files[0], "@{record.id}"), file_sub(1, files[1], "@{record.id}")]})],
         json={"compositeResponse": [answer("record", 201, {"id": T1, "success": True, "errors": []}),
                                     answer("file0", 201, {"id": "068000000000001AAA", "success": True}),
@@ -92,7 +92,7 @@ def test_existing_task_is_patched_and_only_missing_files_sent(rsps: responses.Re
             {"Id": "068000000000009AAA", "Description": "uploaded by hand"}]})]})
     rsps.add(responses.POST, COMPOSITE, match=[matchers.json_params_matcher({
         "allOrNone": False, "compositeRequest": [
-            {"method": "PATCH", "url": f"/services/data/v62.0/sobjects/Task/{T1}", "referenceId": "record",
+            {"method": "PATCH", "url": f"{DATA_PATH}/sobjects/Task/{T1}", "referenceId": "record",
              "body": FIELDS},
             file_sub(0, files[1], T1)]})],
         json={"compositeResponse": [answer("record", 204, None),

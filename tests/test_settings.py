@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from crmconnector.settings import Settings, SettingsError
+from crmconnector.settings import DEFAULT_API_VERSION, Settings, SettingsError
 
 
 def load(tmp_path: Path, dotenv: str | None = None, **environ: str) -> Settings:
@@ -33,8 +33,12 @@ def test_defaults_follow_the_contract(tmp_path):
     assert (s.default_region, s.media_hosts, s.media_max_bytes) == ("US", None, 10485760)
     assert (s.abandoned_tickets, s.abandoned_interval_seconds) == ("with_sms", 60)
     assert s.salesforce_login_url == "https://login.salesforce.com"
-    assert s.salesforce_api_version and float(s.salesforce_api_version) >= 60
+    assert s.salesforce_api_version == DEFAULT_API_VERSION
     assert s.base_url == "http://127.0.0.1:8000"
+
+
+def test_the_default_api_version_is_a_current_one():
+    assert float(DEFAULT_API_VERSION) >= 65.0  # Winter '26, the oldest release of the past year
 
 
 def test_every_variable_is_read(tmp_path):
