@@ -217,7 +217,38 @@ def agents_add(email: str, name: str | None) -> None:
             sys.exit(2)
         link = sign_in_link(runtime.engine, runtime.settings, agent)
     click.echo(f"Agent {agent.email}" + (f" ({agent.name})" if agent.name else ""))
-    click.echo(f"Sign-in link (one use, valid 24 hours): {link}")
+    click.echo(f"Sign-in link (one use, valid 24 hours; earlier unused links no longer work): {link}")
+
+
+@agents.command(name="sign-out")
+@click.argument("email")
+def agents_sign_out(email: str) -> None:
+    """Sign the agent out of every browser and void their unused sign-in links (a lost laptop, a
+    leaked link); `agents add` gives them a new link."""
+    from crmconnector.agents import end_sessions, find_agent
+
+    with connector() as runtime:
+        agent = find_agent(runtime.engine, email)
+        if agent is not None:
+            end_sessions(runtime.engine, agent, void_links=True)
+    if agent is None:
+        click.echo(f"crmconnector: no agent {email.strip().lower()}", err=True)
+        sys.exit(1)
+    click.echo(f"Agent {agent.email} is signed out everywhere; their unused sign-in links no longer work")
+
+
+@agents.command(name="remove")
+@click.argument("email")
+def agents_remove(email: str) -> None:
+    """Remove the agent: their console sessions and sign-in links stop working at once."""
+    from crmconnector.agents import remove_agent
+
+    with connector() as runtime:
+        agent = remove_agent(runtime.engine, email)
+    if agent is None:
+        click.echo(f"crmconnector: no agent {email.strip().lower()}", err=True)
+        sys.exit(1)
+    click.echo(f"Agent {agent.email} removed and signed out everywhere")
 
 
 @main.group(invoke_without_command=True)

@@ -98,7 +98,7 @@ def _new_record(row: Mapping[str, Any], crm: CRMBackend, object_name: str) -> di
     fields = [{"name": f, "value": str(prefill.get(f, "")), "required": f in ("LastName", "Company", "Name")}
               for f in FORM_FIELDS[object_name]]
     return {"object": object_name, "fields": fields, "mode": "form" if crm.name == "local" else "link",
-            "url": crm.new_record_url(object_name, {phone_field: number}) if number else None}
+            "url": crm.new_record_url(object_name, {phone_field: number}, chat_id=row["id"]) if number else None}
 
 
 def _local_name(crm: CRMBackend, object_name: str, record_id: str) -> str | None:

@@ -27,17 +27,22 @@ class LinkError(Exception):
         self.status, self.code, self.message, self.field = status, code, message, field
 
 
-def link_chat(engine: Engine, crm: CRMBackend, chat_id: str, agent_email: str, object_name: str,
-              record_id: str) -> dict[str, Any]:
-    """Link the agent's chat to the record; returns {"object", "id", "name"}.
-
-    Another agent's chat is reported exactly like a chat that does not exist, so an agent cannot
-    probe for other agents' chats.
-    """
+def check_chat(engine: Engine, chat_id: str, agent_email: str | None) -> None:
+    """Raise LinkError 404 unless the chat exists and is the agent's (`agent_email` None: the admin,
+    who may link any chat). Another agent's chat is reported exactly like a chat that does not
+    exist, so an agent cannot probe for other agents' chats."""
     with engine.connect() as conn:
         chat = conn.execute(select(chats.c.agent_email).where(chats.c.id == chat_id)).first()
-    if chat is None or (chat.agent_email or "").lower() != (agent_email or "").strip().lower():
+    if chat is None or (agent_email is not None
+                        and (chat.agent_email or "").lower() != agent_email.strip().lower()):
         raise LinkError(404, "not_found", f"no chat {chat_id} assigned to you")
+
+
+def link_chat(engine: Engine, crm: CRMBackend, chat_id: str, agent_email: str | None, object_name: str,
+              record_id: str) -> dict[str, Any]:
+    """Link the agent's chat (`agent_email` None: the admin's, any chat) to the record; returns
+    {"object", "id", "name"}."""
+    check_chat(engine, chat_id, agent_email)
     if object_name not in LINKABLE_OBJECTS:
         raise LinkError(400, "invalid_payload", f"object must be one of {', '.join(LINKABLE_OBJECTS)}", "object")
     try:
@@ -53,6 +58,7 @@ def link_chat(engine: Engine, crm: CRMBackend, chat_id: str, agent_email: str, o
             queue_chat_log(conn, chat_id)
         if optout.has_keyword(conn, chat_id):
             enqueue(conn, "opt_out", chat_id)  # the consumer's choice follows them to the new record
-        console.publish(conn, current["agent_email"], chat_id, "linked",
-                        {"chat_id": chat_id, "object": record.object, "id": record.id})
+        if current["agent_email"]:
+            console.publish(conn, current["agent_email"], chat_id, "linked",
+                            {"chat_id": chat_id, "object": record.object, "id": record.id})
     return {"object": record.object, "id": record.id, "name": record.name}

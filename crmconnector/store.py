@@ -162,6 +162,8 @@ agents = Table(
     Column("email", String(320), nullable=False, unique=True),
     Column("name", String(255)),
     Column("created_at", UTC, nullable=False, default=utcnow),
+    # The secret every console session cookie of the agent carries; replacing it signs them all out.
+    Column("session_key", String(64)),
 )
 
 agent_tokens = Table(

@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import select, update
 
 from crmconnector import agents
+from crmconnector.cli import main
 from crmconnector.store import agent_tokens, chats, utcnow
-from tests.chat_support import HUCK, TOM, assigned, message, started, transferred
+from tests.chat_support import HUCK, TOM, assigned, ended, make_worker, message, started, tasks, transferred
 
 NUMBER = "+14155550132"
 
@@ -136,6 +139,86 @@ def test_sign_out_needs_the_form_token_and_then_ends_the_session(tom: Any) -> No
     assert tom.get("/api/agent/chats").status_code == 401
 
 
+def csrf_of(client: Any) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', client.get("/agent").get_data(as_text=True)).group(1)
+
+
+def with_cookie(app: Any, cookie: str) -> Any:
+    """Another browser replaying a saved session cookie."""
+    client = app.test_client()
+    client.set_cookie("session", cookie)
+    return client
+
+
+def test_signing_out_revokes_the_session_cookie_on_the_server(app: Any, tom: Any, runtime: Any,
+                                                                crm: Any) -> None:
+    other_browser = app.test_client()
+    assert other_browser.get(sign_in_path(runtime, TOM["email"])).status_code == 302
+    token = csrf_of(tom)
+    saved = tom.get_cookie("session").value
+    assert tom.post("/agent/sign-out", data={"csrf": token}).status_code == 200
+    contact = crm.create("Contact", {"LastName": "Thatcher", "Phone": NUMBER})
+    for replayed in (with_cookie(app, saved), other_browser):  # signing out signs out every browser
+        assert replayed.get("/api/agent/chats").status_code == 401
+        assert replayed.get("/agent").status_code == 401
+        assert replayed.get("/agent/stream").status_code == 401
+        assert replayed.get(f"/crm/Contact/{contact}").status_code == 302  # to the sign-in notice
+    again = app.test_client()
+    assert again.get(sign_in_path(runtime, TOM["email"])).status_code == 302
+    assert again.get("/api/agent/chats").status_code == 200
+    assert with_cookie(app, saved).get("/api/agent/chats").status_code == 401
+
+
+def test_an_open_stream_ends_when_its_agent_signs_out(app: Any, tom: Any, runtime: Any, platform: Any) -> None:
+    app.config.update(CONSOLE_STREAM_SECONDS=20, CONSOLE_POLL_SECONDS=0.05)
+    response = tom.get("/agent/stream", buffered=False)
+    assert response.status_code == 200
+    assert tom.post("/agent/sign-out", data={"csrf": csrf_of(tom)}).status_code == 200
+    began = time.monotonic()
+    response.get_data()
+    assert time.monotonic() - began < 10
+    # A later session of the same agent is not ended by that sign-out.
+    app.config.update(CONSOLE_STREAM_SECONDS=0)
+    again = app.test_client()
+    again.get(sign_in_path(runtime, TOM["email"]))
+    assign(platform, "300", TOM)
+    assert [e["chat_id"] for e in stream_events(again, 0)] == ["300"]
+
+
+def test_a_new_sign_in_link_replaces_unused_ones_and_keeps_signed_in_browsers(app: Any, runtime: Any) -> None:
+    lost = sign_in_path(runtime, TOM["email"])
+    signed_in = app.test_client()
+    assert signed_in.get(sign_in_path(runtime, TOM["email"])).status_code == 302
+    assert app.test_client().get(lost).status_code == 401
+    sign_in_path(runtime, TOM["email"])  # handed out once more
+    assert signed_in.get("/api/agent/chats").status_code == 200
+
+
+def test_the_admin_signs_an_agent_out_everywhere_or_removes_them(app: Any, tom: Any, runtime: Any,
+                                                                 settings: Any, workdir: Any) -> None:
+    env = {"CRMCONNECTOR_DATABASE_URL": settings.database_url}
+    unused = sign_in_path(runtime, TOM["email"])
+    signed_out = CliRunner().invoke(main, ["agents", "sign-out", TOM["email"]], env=env)
+    assert signed_out.exit_code == 0, signed_out.output
+    assert tom.get("/api/agent/chats").status_code == 401
+    assert app.test_client().get(unused).status_code == 401
+
+    huck = app.test_client()
+    assert huck.get(sign_in_path(runtime, HUCK["email"])).status_code == 302
+    saved = huck.get_cookie("session").value
+    unused = sign_in_path(runtime, HUCK["email"])
+    removed = CliRunner().invoke(main, ["agents", "remove", HUCK["email"]], env=env)
+    assert removed.exit_code == 0, removed.output
+    assert huck.get("/api/agent/chats").status_code == 401
+    assert app.test_client().get(unused).status_code == 401
+    assert agents.find_agent(runtime.engine, HUCK["email"]) is None
+    # Added back (the database may hand out the same id again), the old cookie still does not count.
+    assert app.test_client().get(sign_in_path(runtime, HUCK["email"])).status_code == 302
+    assert with_cookie(app, saved).get("/api/agent/chats").status_code == 401
+    unknown = CliRunner().invoke(main, ["agents", "remove", "nobody@example.com"], env=env)
+    assert unknown.exit_code == 1 and "no agent nobody@example.com" in unknown.stderr
+
+
 # -- what an agent sees -------------------------------------------------------------------------------
 
 def test_an_agent_sees_only_the_chats_assigned_to_them(tom: Any, platform: Any) -> None:
@@ -215,6 +298,50 @@ def test_a_pick_on_another_agents_chat_is_not_found(tom: Any, platform: Any, crm
     response = tom.post("/api/agent/chats/2415/link", json={"object": "Contact", "id": other})
     assert response.status_code == 404
     assert linked(runtime, "2415") == ("Contact", first)
+
+
+def new_record_page_form(client: Any, url: str) -> tuple[str, str]:
+    """The local CRM's new-record page a pop opens: its html and its form token."""
+    parts = urlsplit(url)
+    page = client.get(f"{parts.path}?{parts.query}")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    return html, re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+def test_a_record_saved_from_the_new_record_pop_is_linked_to_the_chat(tom: Any, platform: Any, crm: Any,
+                                                                      runtime: Any) -> None:
+    assign(platform, "2415", TOM, "+14155550199")
+    pop_url = tom.get("/api/agent/chats/2415").json["screen_pop"]["url"]
+    assert pop_url == "http://connector.test/crm/Contact/new?Phone=%2B14155550199&chat_id=2415"
+    html, token = new_record_page_form(tom, pop_url)
+    assert 'name="chat_id" value="2415"' in html
+    saved = tom.post("/crm/Contact/new", data={"csrf": token, "chat_id": "2415", "FirstName": "Huck",
+                                               "LastName": "Finn", "Phone": "+14155550199"})
+    assert saved.status_code == 302
+    record_id = saved.headers["Location"].rsplit("/", 1)[1]
+    assert linked(runtime, "2415") == ("Contact", record_id)
+    assert [e["kind"] for e in stream_events(tom, 0) if e["chat_id"] == "2415"] == ["linked"]
+    platform.post("chat.ended", ended(60, "2415"))
+    make_worker(runtime).run_once()
+    assert [t.fields["WhoId"] for t in tasks(crm, "2415")] == [record_id]
+
+
+def test_the_new_record_pop_links_only_the_agents_own_chat(tom: Any, platform: Any, crm: Any,
+                                                          runtime: Any) -> None:
+    assign(platform, "2415", HUCK)
+    _, token = new_record_page_form(tom, "/crm/Contact/new?Phone=%2B14155550132&chat_id=2415")
+    refused = tom.post("/crm/Contact/new", data={"csrf": token, "chat_id": "2415", "LastName": "X", "Phone": NUMBER})
+    assert refused.status_code == 404 and "no chat 2415 assigned to you" in refused.get_data(as_text=True)
+    forged = tom.post("/crm/Contact/new", data={"csrf": "forged", "LastName": "X", "Phone": NUMBER})
+    assert forged.status_code == 400
+    assert crm.find("Contact", "Phone", [NUMBER]) == [] and linked(runtime, "2415") == (None, None)
+    from tests.conftest import admin_headers
+
+    by_admin = tom.post("/crm/Contact/new", headers=admin_headers(),
+                        data={"chat_id": "2415", "LastName": "Finn", "Phone": NUMBER})
+    assert by_admin.status_code == 302
+    assert linked(runtime, "2415") == ("Contact", by_admin.headers["Location"].rsplit("/", 1)[1])
 
 
 @pytest.mark.parametrize("body, field", [({"id": "003000000000000AAA"}, "object"), ({"object": "Contact"}, "id"),
@@ -336,7 +463,7 @@ def test_on_salesforce_the_console_opens_the_lightning_new_record_page(settings:
     class LightningCRM(LocalCRM):  # Salesforce's URLs and name over the embedded tables
         name = "salesforce"
 
-        def new_record_url(self, object_name: str, defaults: Any) -> str:
+        def new_record_url(self, object_name: str, defaults: Any, chat_id: str | None = None) -> str:
             pairs = ",".join(f"{k}={v.replace('+', '%2B')}" for k, v in defaults.items())
             return f"https://org.my.salesforce.com/lightning/o/{object_name}/new?defaultFieldValues={pairs}"
 

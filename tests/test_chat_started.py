@@ -27,7 +27,7 @@ def test_no_match_pops_a_prefilled_new_contact(platform):
     assert body["match"]["outcome"] == "none"
     assert body["match"]["records"] == []
     assert body["screen_pop"] == {
-        "action": "new_record", "url": "http://connector.test/crm/Contact/new?Phone=%2B14155550132",
+        "action": "new_record", "url": "http://connector.test/crm/Contact/new?Phone=%2B14155550132&chat_id=2415",
         "object": "Contact", "record_id": None,
         "open_cti": {"type": "NEW_RECORD_MODAL",
                      "params": {"entityName": "Contact", "defaultFieldValues": {"Phone": "+14155550132"}}}}

@@ -94,6 +94,25 @@ def test_record_page_shows_fields_files_and_activity(client, crm, contact):
     assert f'href="/crm/Contact/{contact}"' in task_page
 
 
+def test_a_signed_in_agent_downloads_the_files_a_task_page_links(app, runtime, contact):
+    from tests.test_agent import sign_in_path
+
+    task = runtime.crm.upsert_with_files("Task", "CallObject", {"Subject": "s", "CallObject": "sms-chat-9",
+                                                                "WhoId": contact},
+                                         [FileUpload("k", "fence.jpg", "image/jpeg", b"jpg bytes")])
+    agent = app.test_client()
+    assert agent.get(sign_in_path(runtime, "tom@example.com")).status_code == 302
+    page = agent.get(f"/crm/Task/{task.id}").get_data(as_text=True)
+    link = f"/api/crm/ContentVersion/{task.file_ids['k']}/VersionData"
+    assert f'href="{link}"' in page
+    response = agent.get(link)
+    assert response.status_code == 200 and response.data == b"jpg bytes"
+    assert response.headers["Content-Disposition"] == 'attachment; filename="fence.jpg"'
+    assert agent.get("/api/crm/ContentVersion/068000000000001AAA/VersionData").status_code == 404
+    assert agent.get(f"/api/crm/ContentVersion?FirstPublishLocationId={task.id}").status_code == 401  # API: admin only
+    assert app.test_client().get(link).status_code == 401
+
+
 def test_pages_need_a_signed_in_viewer(client, contact):
     response = client.get(f"/crm/Contact/{contact}")
     assert response.status_code == 302 and response.headers["Location"].endswith("/agent")

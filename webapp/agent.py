@@ -20,6 +20,7 @@ from crmconnector.crm.errors import CRMError, CRMRejected
 from crmconnector.linking import LINKABLE_OBJECTS, LinkError, link_chat
 from crmconnector.runtime import Runtime
 from crmconnector.screenpop.decide import NEW_RECORD_OBJECTS
+from webapp.auth import current_agent, sign_in_agent
 from webapp.csrf import csrf_token, form_token_ok, same_origin
 from webapp.errors import error_response
 
@@ -44,13 +45,6 @@ def _on_register(state: BlueprintSetupState) -> None:
 
 def _runtime() -> Runtime:
     return current_app.extensions["crmconnector"]
-
-
-def current_agent() -> agents.Agent | None:
-    agent_id = session.get("agent_id")
-    if not isinstance(agent_id, int):
-        return None
-    return agents.get_agent(_runtime().engine, agent_id)
 
 
 def signed_in(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -81,8 +75,7 @@ def sign_in() -> Any:
         return render_template("agent_signin_failed.html",
                                reason="This sign-in link is not valid: it has expired, was already used, "
                                       "or was never issued. Ask your administrator for a new link."), 401
-    session.clear()  # a fresh session: nothing of a previous one carries over
-    session["agent_id"] = agent.id
+    sign_in_agent(agent)
     return redirect("/agent")
 
 
@@ -90,7 +83,12 @@ def sign_in() -> Any:
 def sign_out() -> Any:
     if not form_token_ok():
         return render_template("agent_signin_failed.html", reason="The sign-out form expired; reload the page."), 400
+    agent = current_agent()
+    if agent is not None:  # the cookie alone cannot be taken back: revoke its key on the server
+        agents.end_sessions(_runtime().engine, agent)
+        _runtime().notify()  # open streams see it now, not at their next poll
     session.pop("agent_id", None)
+    session.pop("agent_key", None)
     return render_template("agent_signed_out.html")
 
 
@@ -265,6 +263,7 @@ def stream(agent: agents.Agent) -> Any:
     heartbeat = float(config.get("CONSOLE_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS))
     closing: threading.Event = current_app.extensions[CLOSING]
     start = _start_id(runtime.engine)
+    key = str(session.get("agent_key"))
 
     def generate() -> Iterator[str]:
         last = start
@@ -273,6 +272,11 @@ def stream(agent: agents.Agent) -> Any:
         quiet_since = time.monotonic()
         while True:
             for update in console_view.updates_after(runtime.engine, agent.email, last):
+                if update.kind == agents.SIGNED_OUT:
+                    if agents.session_agent(runtime.engine, agent.id, key) is None:
+                        return  # revoked: the browser's reconnect is refused
+                    last = update.id
+                    continue
                 chat = console_view.agent_chat(runtime.engine, runtime.crm, agent.email, update.chat_id)
                 yield _sse("chat", {"kind": update.kind, "chat_id": update.chat_id, "chat": chat}, update.id)
                 last = update.id

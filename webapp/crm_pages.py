@@ -3,17 +3,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, abort, current_app, jsonify, redirect, render_template, request, session
+from flask import Blueprint, Response, abort, current_app, jsonify, redirect, render_template, request
+from flask.blueprints import BlueprintSetupState
 
-from crmconnector.crm.errors import CRMRejected
+from crmconnector.crm.errors import CRMError, CRMRejected
 from crmconnector.crm.local import InvalidQueryField, LocalCRM
 from crmconnector.crm.objects import OBJECTS
 from crmconnector.chats import new_record_fields
+from crmconnector.linking import LINKABLE_OBJECTS, LinkError, check_chat, link_chat
 from crmconnector.matching import InvalidPhoneNumber, normalize
-from webapp.auth import admin_required, admin_token_ok
+from webapp.auth import admin_required, admin_token_ok, admin_unauthorized, current_agent
+from webapp.csrf import csrf_token, form_token_ok
 from webapp.errors import error_response
 
 bp = Blueprint("crm", __name__)
+
+
+@bp.record_once
+def _on_register(state: BlueprintSetupState) -> None:
+    state.app.jinja_env.globals.setdefault("csrf_token", csrf_token)
 
 
 def _local() -> LocalCRM:
@@ -72,8 +80,10 @@ def get_record(object_name: str, record_id: str) -> Any:
 
 
 @bp.get("/api/crm/ContentVersion/<record_id>/VersionData")
-@admin_required
 def file_data(record_id: str) -> Any:
+    """A file's bytes, for the admin token and for signed-in agents (the record pages link here)."""
+    if not _viewer_allowed():
+        return admin_unauthorized()
     crm = _local()
     record = crm.get("ContentVersion", record_id)
     data = crm.file_data(record_id)
@@ -84,7 +94,13 @@ def file_data(record_id: str) -> Any:
 
 
 def _viewer_allowed() -> bool:
-    return admin_token_ok() or bool(session.get("agent_id"))
+    return admin_token_ok() or current_agent() is not None
+
+
+def _form(object_name: str, values: Any, chat_id: str, error: str | None = None, status: int = 200) -> Any:
+    specs = [s for s in OBJECTS[object_name] if s.type not in ("base64", "reference")]
+    return render_template("crm_new.html", object_name=object_name, specs=specs, values=values,
+                           chat_id=chat_id, error=error), status
 
 
 @bp.get("/crm/<object_name>/new")
@@ -92,26 +108,43 @@ def new_record_page(object_name: str) -> Any:
     _local()
     if not _viewer_allowed():
         return redirect("/agent")
-    specs = [s for s in OBJECTS[_object(object_name)] if s.type not in ("base64", "reference")]
-    return render_template("crm_new.html", object_name=object_name, specs=specs, values=request.args,
-                           chat_id=request.args.get("chat_id", ""), error=None)
+    return _form(_object(object_name), request.args, request.args.get("chat_id", ""))
 
 
 @bp.post("/crm/<object_name>/new")
 def create_record(object_name: str) -> Any:
+    """Create the record; given a `chat_id` (the no-match pop carries it), link that chat to it as
+    the agent console's new-record form does, so the chat log attaches to the new record."""
     crm = _local()
     if not _viewer_allowed():
         abort(403)
     obj = _object(object_name)
+    chat_id = request.form.get("chat_id", "").strip()
+    # A bearer token is never sent by a cross-site form; a cookie is, so those posts need the form token.
+    if "Authorization" not in request.headers and not form_token_ok():
+        return _form(obj, request.form, chat_id, "The form expired; reload the page and try again.", 400)
+    runtime = current_app.extensions["crmconnector"]
+    agent = current_agent()
+    linker = None if admin_token_ok() or agent is None else agent.email  # None: the admin, any chat
+    if chat_id and obj in LINKABLE_OBJECTS:
+        try:
+            check_chat(runtime.engine, chat_id, linker)
+        except LinkError as exc:
+            return _form(obj, request.form, chat_id, exc.message, exc.status)
     form = {k: v for k, v in request.form.items() if k not in ("chat_id", "csrf")}
     try:
         phone_field = "SuppliedPhone" if obj == "Case" else "Phone"
-        number = normalize(form.get(phone_field, ""), current_app.extensions["crmconnector"].settings.default_region)
+        number = normalize(form.get(phone_field, ""), runtime.settings.default_region)
         record_id = crm.create(obj, new_record_fields(obj, number, form))
     except (CRMRejected, InvalidPhoneNumber) as exc:
-        specs = [s for s in OBJECTS[obj] if s.type not in ("base64", "reference")]
-        return render_template("crm_new.html", object_name=obj, specs=specs, values=request.form,
-                               chat_id=request.form.get("chat_id", ""), error=str(exc)), 400
+        return _form(obj, request.form, chat_id, str(exc), 400)
+    if chat_id and obj in LINKABLE_OBJECTS:
+        try:
+            link_chat(runtime.engine, crm, chat_id, linker, obj, record_id)
+        except (LinkError, CRMError) as exc:  # e.g. the chat was transferred meanwhile
+            return _form(obj, {}, "", f"{obj} {record_id} was created, but chat {chat_id} could not be "
+                                      f"linked to it: {exc}", 409)
+        runtime.notify()
     return redirect(f"/crm/{obj}/{record_id}")
 
 

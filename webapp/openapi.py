@@ -74,7 +74,8 @@ PATHS: dict[str, dict[str, Any]] = {
         "summary": "Local CRM: one record", "security": ADMIN, "parameters": [_OBJECT, _RECORD],
         "responses": {"200": _json("the record"), **_errors(401, 404)}}},
     "/api/crm/ContentVersion/{record_id}/VersionData": {"get": {
-        "summary": "Local CRM: a file's bytes", "security": ADMIN, "parameters": [_RECORD],
+        "summary": "Local CRM: a file's bytes (the record pages link here)", "security": ADMIN + AGENT,
+        "parameters": [_RECORD],
         "responses": {"200": {"description": "the file", "content": {"application/octet-stream": {}}},
                       **_errors(401, 404)}}},
     "/crm/{object_name}/{record_id}": {"get": {
@@ -85,9 +86,13 @@ PATHS: dict[str, dict[str, Any]] = {
     "/crm/{object_name}/new": {
         "get": {"summary": "Local CRM: new-record form, prefilled from the query", "parameters": [_OBJECT],
                 "responses": {"200": {"description": "HTML page"}, "302": {"description": "to sign-in"}}},
-        "post": {"summary": "Local CRM: create the record from the form", "parameters": [_OBJECT],
-                 "responses": {"302": {"description": "to the new record's page"}, "400": {"description": "form errors"},
-                               "403": {"description": "not signed in"}}}},
+        "post": {"summary": "Local CRM: create the record from the form; with `chat_id` (the new-record pop "
+                            "carries it), link that chat to it (the chat's agent, or the admin)",
+                 "parameters": [_OBJECT],
+                 "responses": {"302": {"description": "to the new record's page"},
+                               "400": {"description": "form errors, or the form token missing"},
+                               "403": {"description": "not signed in"},
+                               "404": {"description": "no such chat assigned to the agent; nothing created"}}}},
 }
 
 # The outbox of CRM writes (webapp/admin_api.py).
@@ -135,7 +140,8 @@ PATHS.update({
         "responses": {"302": {"description": "signed in: to /agent"},
                       "400": {"description": "no token (HTML page)"},
                       "401": {"description": "expired, used or unknown token (HTML page); nothing changes"}}}},
-    "/agent/sign-out": {"post": {"summary": "Sign the agent out", "security": AGENT, "requestBody": _form(),
+    "/agent/sign-out": {"post": {"summary": "Sign the agent out of every browser (their session cookies stop "
+                                            "working)", "security": AGENT, "requestBody": _form(),
                                  "responses": {"200": _HTML, "400": {"description": "form token missing"}}}},
     "/agent": {"get": {"summary": "The agent console (live screen pops)", "security": AGENT,
                        "responses": {"200": _HTML, "401": {"description": "not signed in (HTML page)"}}}},

@@ -92,7 +92,10 @@ class CRMBackend(Protocol):
 
     def record_url(self, object_name: str, record_id: str) -> str: ...
 
-    def new_record_url(self, object_name: str, defaults: Mapping[str, str]) -> str: ...
+    def new_record_url(self, object_name: str, defaults: Mapping[str, str], chat_id: str | None = None) -> str:
+        """The CRM's new-record page with `defaults` prefilled; where the page can, it links the new
+        record to `chat_id`."""
+        ...
 
     def ping(self) -> None:
         """Raise CRMError unless the CRM answers."""

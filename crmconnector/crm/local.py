@@ -266,8 +266,10 @@ class LocalCRM:
     def record_url(self, object_name: str, record_id: str) -> str:
         return f"{self.base_url}/crm/{object_name}/{record_id}"
 
-    def new_record_url(self, object_name: str, defaults: Mapping[str, str]) -> str:
-        query = f"?{urlencode(dict(defaults))}" if defaults else ""
+    def new_record_url(self, object_name: str, defaults: Mapping[str, str], chat_id: str | None = None) -> str:
+        """The page links the record it saves to `chat_id`, as the agent console's new-record form does."""
+        params = dict(defaults) | ({"chat_id": chat_id} if chat_id else {})
+        query = f"?{urlencode(params)}" if params else ""
         return f"{self.base_url}/crm/{object_name}/new{query}"
 
     def ping(self) -> None:

@@ -211,8 +211,9 @@ class SalesforceCRM:
     def record_url(self, object_name: str, record_id: str) -> str:
         return f"{self.http.instance_url}/lightning/r/{quote(object_name)}/{quote(record_id)}/view"
 
-    def new_record_url(self, object_name: str, defaults: Mapping[str, str]) -> str:
-        """Lightning's new-record page; defaultFieldValues is `Field=value,...`, each value URL-encoded."""
+    def new_record_url(self, object_name: str, defaults: Mapping[str, str], chat_id: str | None = None) -> str:
+        """Lightning's new-record page; defaultFieldValues is `Field=value,...`, each value URL-encoded.
+        Lightning has nowhere to carry `chat_id`: the agent links the chat in the console."""
         url = f"{self.http.instance_url}/lightning/o/{quote(api_name(object_name))}/new"
         if defaults:
             pairs = ",".join(f"{api_name(k, 'field')}={quote(str(v), safe='')}" for k, v in defaults.items())

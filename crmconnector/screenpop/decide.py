@@ -71,7 +71,7 @@ class ScreenPop:
 class Links:
     """Where pops point: the CRM's record and new-record pages, and the console's chat page."""
 
-    def __init__(self, record_url: Callable[[str, str], str], new_record_url: Callable[[str, Mapping[str, str]], str],
+    def __init__(self, record_url: Callable[[str, str], str], new_record_url: Callable[..., str],
                  chat_url: Callable[[str], str]):
         self.record_url = record_url
         self.new_record_url = new_record_url
@@ -97,6 +97,6 @@ def decide(match: MatchResult, settings: PopSettings, links: Links, chat_id: str
     if action in ("new_record", "create_record"):
         obj = settings.new_record_object
         defaults = {("SuppliedPhone" if obj == "Case" else "Phone"): match.consumer_number}
-        return ScreenPop("new_record", links.new_record_url(obj, defaults), obj, None,
+        return ScreenPop("new_record", links.new_record_url(obj, defaults, chat_id=chat_id), obj, None,
                          {"type": "NEW_RECORD_MODAL", "params": {"entityName": obj, "defaultFieldValues": defaults}})
     raise ValueError(f"action {action!r} does not apply to outcome {outcome!r}")
