@@ -153,7 +153,7 @@ def task_files(crm: Any, task_id: str) -> list[tuple[str, bytes]]:
     return sorted((f.fields["Title"], crm.file_data(f.id)) for f in files)
 
 
-CALLS = ("find_by_phone", "get", "find", "create", "create_many", "update", "upsert_with_files")
+CALLS = ("find_by_phone", "get", "find", "create", "create_many", "update", "upsert_with_files", "upsert_many")
 
 
 class FlakyCRM:
@@ -184,6 +184,8 @@ class FlakyCRM:
 
 class DiesAfterWrite:
     """The CRM writes the Task, then our process dies before it records that (the first time)."""
+
+    upsert_many = None  # each Task through `upsert_with_files` below
 
     def __init__(self, inner: Any):
         self.inner = inner

@@ -61,9 +61,11 @@ def test_several_chats_states_are_one_read_and_the_same_as_read_one_by_one(platf
 
 
 class _AcrossTheNetwork:
-    """The local CRM, saying of itself what SalesforceCRM does: its calls cross the network."""
+    """The local CRM, saying of itself what SalesforceCRM does: its calls cross the network. It writes
+    each record through its own `upsert_with_files`, which the tests' subclasses change."""
 
     remote = True
+    upsert_many = None
 
     def __init__(self, inner):
         self.inner = inner
@@ -218,3 +220,38 @@ def test_when_the_posted_statement_fails_the_chats_are_recorded_one_by_one(platf
     assert _status_events(runtime, seen)[0] == [(TOM["email"], "a", "a"), (TOM["email"], "b", "b")]
     assert {r["status"] for r in outbox_rows(runtime)} == {"done"}
     assert all(len(tasks(crm, chat_id)) == 1 for chat_id in ("a", "b"))
+
+
+@pytest.mark.both_databases
+def test_a_batch_creates_its_new_tasks_in_one_statement(platform, runtime, crm, monkeypatch):
+    chat_ids = ["a", "b", "c"]
+    _ended_chats(platform, chat_ids)
+    sent = sent_statements(runtime.engine, monkeypatch)
+    assert make_worker(runtime).run_once() == 3
+    task_inserts = [sql for sql, _ in sent if sql.lstrip().upper().startswith("INSERT INTO CRM_TASK")]
+    assert len(task_inserts) == 1
+    assert [len(tasks(crm, chat_id)) for chat_id in chat_ids] == [1, 1, 1]
+    assert "hello from c" in tasks(crm, "c")[0].fields["Description"]
+
+
+@pytest.mark.both_databases
+def test_several_upserts_create_the_new_records_together_and_settle_the_others_one_by_one(crm):
+    from crmconnector.crm.base import FileUpload
+
+    existing = crm.upsert_with_files("Task", "CallObject", {"Subject": "old", "CallObject": "k-old"})
+    picture = FileUpload("pic-1", "pic.jpg", "image/jpeg", b"jpeg bytes")
+    results = crm.upsert_many("Task", "CallObject", [
+        ({"Subject": "new one", "CallObject": "k-1"}, []),
+        ({"Subject": "updated", "CallObject": "k-old"}, []),
+        ({"Subject": "with a file", "CallObject": "k-2"}, [picture]),
+        ({"Subject": "new two", "CallObject": "k-3"}, []),
+        ({"Subject": "bad", "CallObject": "k-4", "WhoId": "003000000000000AAA"}, []),
+    ])
+    assert [type(r).__name__ for r in results] == ["UpsertResult"] * 4 + ["CRMRejected"]
+    assert [r.created for r in results[:4]] == [True, False, True, True]
+    assert results[1].id == existing.id and crm.get("Task", existing.id).fields["Subject"] == "updated"
+    assert list(results[2].file_ids) == ["pic-1"]
+    for key, result in (("k-1", results[0]), ("k-2", results[2]), ("k-3", results[3])):
+        [task] = crm.find("Task", "CallObject", [key])
+        assert task.id == result.id
+    assert crm.find("Task", "CallObject", ["k-4"]) == []

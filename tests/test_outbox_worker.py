@@ -289,6 +289,8 @@ crm = LocalCRM(engine)
 
 
 class Logged:
+    upsert_many = None  # every Task through the logged upsert_with_files
+
     def __getattr__(self, attr):
         return getattr(crm, attr)
 

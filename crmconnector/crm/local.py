@@ -12,12 +12,12 @@ from datetime import date, datetime
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urlencode
 
-from sqlalchemy import Engine, bindparam, exists, func, insert, select, update
+from sqlalchemy import Engine, bindparam, exists, func, insert, select, union_all, update
 from sqlalchemy.exc import OperationalError
 
 from crmconnector.crm import ids
 from crmconnector.crm.base import CheckLine, CreateResult, FileUpload, Record, UpsertResult
-from crmconnector.crm.errors import CRMNotFound, CRMRejected, RetryableCRMError
+from crmconnector.crm.errors import CRMError, CRMNotFound, CRMRejected, RetryableCRMError
 from crmconnector.crm.local_schema import TABLES, phone_index
 from crmconnector.crm.objects import OBJECTS, OPT_OUT_OBJECTS, PHONE_FIELDS, FieldSpec, display_name, field_spec
 from crmconnector.matching.phone import try_normalize
@@ -167,6 +167,48 @@ class LocalCRM:
                 conn.execute(update(table).where(table.c.Id == record_id).values(**values))
             file_ids = self._attach(conn, record_id, files, new_record=created)
         return UpsertResult(id=record_id, created=created, file_ids=file_ids)
+
+    def upsert_many(self, object_name: str, key_field: str,
+                    rows: Sequence[tuple[Mapping[str, Any], Sequence[FileUpload]]]) -> list[UpsertResult | CRMError]:
+        """`upsert_with_files` for several records: those new and without files are created in one
+        `INSERT … SELECT … WHERE NOT EXISTS` for all; the others (a key that exists, files, fields not
+        valid for a new record) one by one. Each row's result, or its error."""
+        results: list[UpsertResult | CRMError | None] = [None] * len(rows)
+        plain = [n for n, (_, files) in enumerate(rows) if not files]
+        if len(plain) > 1 and object_name not in PHONE_FIELDS:
+            created = self._create_many_unless_keyed(object_name, key_field, [rows[n][0] for n in plain])
+            for n, record_id in zip(plain, created):
+                if record_id is not None:
+                    results[n] = UpsertResult(id=record_id, created=True, file_ids={})
+        for n, (fields, files) in enumerate(rows):
+            if results[n] is None:
+                try:
+                    results[n] = self.upsert_with_files(object_name, key_field, fields, files)
+                except CRMError as exc:
+                    results[n] = exc
+        return [result for result in results if result is not None]
+
+    def _create_many_unless_keyed(self, object_name: str, key_field: str,
+                                  rows: Sequence[Mapping[str, Any]]) -> list[str | None]:
+        """`_create_unless_keyed` for several records in one statement (one per set of columns)."""
+        ids_of: list[str | None] = [None] * len(rows)
+        by_columns: dict[tuple[str, ...], list[tuple[int, dict[str, Any]]]] = {}
+        with _Guard(single_statement_write(self.engine), write=True) as conn:
+            now = utcnow()
+            for n, fields in enumerate(rows):
+                try:
+                    values = self._validated(conn, object_name, fields, partial=False)
+                except CRMRejected:
+                    continue  # an update of an existing record may still be valid: the general path decides
+                row = {"Id": ids.new_id(object_name), "CreatedDate": now, "LastModifiedDate": now, **values}
+                by_columns.setdefault(tuple(sorted(row)), []).append((n, row))
+            for columns, group in by_columns.items():
+                params = {f"{name}_{k}": row[name] for k, (_, row) in enumerate(group) for name in columns}
+                inserted = {r["Id"] for r in _insert_many_unless_keyed(object_name, key_field, columns,
+                                                                       len(group)).all(conn, params)}
+                for n, row in group:
+                    ids_of[n] = row["Id"] if row["Id"] in inserted else None
+        return ids_of
 
     def _create_unless_keyed(self, object_name: str, key_field: str, fields: Mapping[str, Any]) -> str | None:
         """Create the record unless one with its key exists, in one `INSERT … SELECT … WHERE NOT EXISTS`
@@ -455,6 +497,19 @@ def _insert_unless_keyed(object_name: str, key_field: str, columns: tuple[str, .
     absent = ~exists().where(table.c[key_field] == bindparam("upsert_key", type_=table.c[key_field].type))
     row = select(*(bindparam(name, type_=table.c[name].type) for name in columns)).where(absent)
     return DriverStatement(insert(table).from_select(list(columns), row).returning(table.c.Id))
+
+
+@functools.cache
+def _insert_many_unless_keyed(object_name: str, key_field: str, columns: tuple[str, ...], count: int
+                              ) -> DriverStatement:
+    """`_insert_unless_keyed` for `count` rows (bound as `<column>_<n>`), each row checked on its own key."""
+    table = TABLES[object_name]
+
+    def row(n: int) -> Any:
+        absent = ~exists().where(table.c[key_field] == bindparam(f"{key_field}_{n}", type_=table.c[key_field].type))
+        return select(*(bindparam(f"{name}_{n}", type_=table.c[name].type).label(name) for name in columns)).where(absent)
+    return DriverStatement(insert(table).from_select(list(columns), union_all(*(row(n) for n in range(count))))
+                           .returning(table.c.Id))
 
 
 def _holds_ids(object_name: str, field_name: str) -> bool:

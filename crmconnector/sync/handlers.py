@@ -19,8 +19,8 @@ from crmconnector.metrics import OUTBOX_DONE
 from crmconnector.preferences import pop_settings
 from crmconnector.settings import Settings
 from crmconnector.store import chat_media, chats, reading, utcnow
-from crmconnector.crm.base import FileUpload
-from crmconnector.sync.chatlog import MediaFetcher, MediaOutcome, gather_media, render
+from crmconnector.crm.base import FileUpload, UpsertResult
+from crmconnector.sync.chatlog import MediaFetcher, MediaOutcome, RenderedTask, gather_media, render
 from crmconnector.sync.outbox import enqueue, queue_chat_log, record_posted_at_once, set_crm_status
 from crmconnector.sync.worker import Done, Item, finish_done
 
@@ -50,12 +50,13 @@ def chat_log(worker: "Worker", item: Item) -> None:
 
 
 def chat_logs(worker: "Worker", items: Sequence[Item]) -> None:
-    """`chat_log` for the items of several chats at once: one read of their states, one CRM call each,
-    then (PostgreSQL) one statement for their posted statuses and one transaction that records them and
-    finishes the items. A CRM error fails or reschedules only its own item."""
+    """`chat_log` for the items of several chats at once: one read of their states, their Tasks in one
+    CRM call when the CRM takes several (the local CRM), else one each; then (PostgreSQL) one statement
+    for their posted statuses and one transaction that records them and finishes the items. A CRM error
+    fails or reschedules only its own item."""
     with reading(worker.engine) as conn:
         states = chatstate.load_many(conn, [item.key for item in items])
-    posted: list[_Posted] = []
+    rendered: list[_Rendered] = []
     waiting: list[tuple[Item, str]] = []
     for item in items:
         state = states.get(item.key)
@@ -65,9 +66,15 @@ def chat_logs(worker: "Worker", items: Sequence[Item]) -> None:
             continue
         assert state is not None
         try:
-            posted.append(_post_task(worker, item, state))
+            rendered.append(_render_task(worker, item, state))
         except Exception as exc:  # noqa: BLE001 - every failure is recorded on its own item
             worker.failed(item, exc)
+    posted: list[_Posted] = []
+    for job, result in zip(rendered, _upsert_tasks(worker.crm, rendered)):
+        if isinstance(result, Exception):
+            worker.failed(job.item, result)
+        else:
+            posted.append(job.posted(result, worker.clock()))
     changed = record_posted_at_once(worker.engine, {done.state.id: done.task_id for done in posted})
 
     def record(conn: Any) -> None:
@@ -79,6 +86,34 @@ def chat_logs(worker: "Worker", items: Sequence[Item]) -> None:
     worker.notify()
     for _ in range(len(posted) + len(waiting)):
         OUTBOX_DONE.labels("chat_log", "done").inc()
+
+
+def _upsert_tasks(crm: Any, rendered: Sequence["_Rendered"]) -> list[UpsertResult | Exception]:
+    """Each rendered Task written to the CRM: in one call when it takes several (`upsert_many`)."""
+    many = getattr(crm, "upsert_many", None)
+    if many is not None and len(rendered) > 1:
+        return list(many("Task", "CallObject", [(job.task.fields, job.task.files) for job in rendered]))
+    results: list[UpsertResult | Exception] = []
+    for job in rendered:
+        try:
+            results.append(crm.upsert_with_files("Task", "CallObject", job.task.fields, job.task.files))
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded on its own item
+            results.append(exc)
+    return results
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    """A chat log rendered from its state, ready for the CRM."""
+
+    item: Item
+    state: chatstate.ChatState
+    media: Mapping[tuple[str, int], MediaOutcome]
+    task: RenderedTask
+
+    def posted(self, result: UpsertResult, now: datetime) -> "_Posted":
+        return _Posted(self.item, self.state, result.id, self.media, result.file_ids,
+                       media_retry_at(self.media, self.state.chat.get("ended_at"), now))
 
 
 @dataclass(frozen=True)
@@ -103,15 +138,19 @@ def _not_ready(state: chatstate.ChatState | None) -> str | None:
     return None
 
 
-def _post_task(worker: "Worker", item: Item, state: chatstate.ChatState) -> _Posted:
-    """Render the chat's Task from its state (fetching media) and write it to the CRM."""
+def _render_task(worker: "Worker", item: Item, state: chatstate.ChatState) -> _Rendered:
+    """The chat's Task from its state, with the media fetched now."""
     chat = state.chat
     account_id = chat.get("linked_account_id") if chat.get("linked_object") == "Contact" else None
     media = gather_media(state, worker.fetch_media)
-    task = render(state, contact_account_id=account_id, media=media)
-    result = worker.crm.upsert_with_files("Task", "CallObject", task.fields, task.files)
-    return _Posted(item, state, result.id, media, result.file_ids,
-                   media_retry_at(media, chat.get("ended_at"), worker.clock()))
+    return _Rendered(item, state, media, render(state, contact_account_id=account_id, media=media))
+
+
+def _post_task(worker: "Worker", item: Item, state: chatstate.ChatState) -> _Posted:
+    """Render the chat's Task from its state (fetching media) and write it to the CRM."""
+    job = _render_task(worker, item, state)
+    result = worker.crm.upsert_with_files("Task", "CallObject", job.task.fields, job.task.files)
+    return job.posted(result, worker.clock())
 
 
 def _record_posted(conn: Any, done: _Posted, changed: set[str] | None) -> None:
