@@ -246,9 +246,12 @@ def test_several_upserts_create_the_new_records_together_and_settle_the_others_o
         ({"Subject": "with a file", "CallObject": "k-2"}, [picture]),
         ({"Subject": "new two", "CallObject": "k-3"}, []),
         ({"Subject": "bad", "CallObject": "k-4", "WhoId": "003000000000000AAA"}, []),
+        ({"Subject": "new one, again", "CallObject": "k-1"}, []),
     ])
-    assert [type(r).__name__ for r in results] == ["UpsertResult"] * 4 + ["CRMRejected"]
+    assert [type(r).__name__ for r in results] == ["UpsertResult"] * 4 + ["CRMRejected", "UpsertResult"]
     assert [r.created for r in results[:4]] == [True, False, True, True]
+    assert not results[5].created and results[5].id == results[0].id
+    assert crm.get("Task", results[0].id).fields["Subject"] == "new one, again"
     assert results[1].id == existing.id and crm.get("Task", existing.id).fields["Subject"] == "updated"
     assert list(results[2].file_ids) == ["pic-1"]
     for key, result in (("k-1", results[0]), ("k-2", results[2]), ("k-3", results[3])):

@@ -171,10 +171,11 @@ class LocalCRM:
     def upsert_many(self, object_name: str, key_field: str,
                     rows: Sequence[tuple[Mapping[str, Any], Sequence[FileUpload]]]) -> list[UpsertResult | CRMError]:
         """`upsert_with_files` for several records: those new and without files are created in one
-        `INSERT … SELECT … WHERE NOT EXISTS` for all; the others (a key that exists, files, fields not
-        valid for a new record) one by one. Each row's result, or its error."""
+        `INSERT … SELECT … WHERE NOT EXISTS` for all; the others (a key that exists or comes again,
+        files, fields not valid for a new record) one by one. Each row's result, or its error."""
         results: list[UpsertResult | CRMError | None] = [None] * len(rows)
-        plain = [n for n, (_, files) in enumerate(rows) if not files]
+        first_of_key = {fields.get(key_field): n for n, (fields, _) in reversed(list(enumerate(rows)))}
+        plain = [n for n, (fields, files) in enumerate(rows) if not files and first_of_key[fields.get(key_field)] == n]
         if len(plain) > 1 and object_name not in PHONE_FIELDS:
             created = self._create_many_unless_keyed(object_name, key_field, [rows[n][0] for n in plain])
             for n, record_id in zip(plain, created):
