@@ -28,6 +28,21 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # How long a stopping worker may take to finish its requests and close its Runtime before it is killed
 # (the outbox worker waits up to 10 s for its threads; a CRM call may take up to its 30 s timeout).
 STOP_TIMEOUT_SECONDS = 45
+PARENT_WATCH_SECONDS = 1.0
+
+
+def stop_with_parent() -> None:
+    """Stop this worker process (as SIGTERM does) once the server's main process is gone. A main process
+    killed with SIGKILL cannot stop its workers; left running, they would keep the port and their outbox
+    threads, and a supervisor that watches only the main process could not start the instance again."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_WATCH_SECONDS)
+        log.warning("the server's main process is gone; this worker stops")
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def build_app(settings: Settings | None = None) -> Any:
@@ -44,6 +59,7 @@ def build_app(settings: Settings | None = None) -> Any:
         # while its master stops it with SIGTERM may never finish stopping, so the worker leaves SIGINT to
         # the master. Blocked before any thread starts, so that no thread of this process takes it.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        stop_with_parent()
     runtime = Runtime(settings or Settings.from_env())
     app = create_app(runtime=runtime, background=runtime.settings.run_background)
     # Granian's workers are multiprocessing children: they leave without running atexit hooks, but they
