@@ -431,3 +431,29 @@ def test_each_new_item_wakes_a_thread_of_its_own_that_claims_it_without_a_look(r
     looks = [sql for sql, _ in sent if sql.startswith("SELECT outbox.id \nFROM")]
     assert len(looks) == 1  # the first pass polls and finds nothing; the woken ones do not look
     assert {r["key"]: r["status"] for r in outbox_rows(runtime)} == {k: "done" for k in "abcdef"}
+
+
+@pytest.mark.parametrize("chat_count", [1, 3], ids=["one-item", "batch"])
+def test_chat_logs_cut_short_by_the_shutdown_are_given_back_without_an_error(platform, runtime, crm, caplog,
+                                                                            chat_count):
+    import logging
+
+    from crmconnector.group_commit import WriterClosed
+
+    chat_ids = [f"s{n}" for n in range(chat_count)]
+    for chat_id in chat_ids:
+        platform.post("chat.started", started(chat_id))
+        platform.post("chat.ended", ended(60, chat_id))
+    worker = make_worker(runtime, name="stopping")
+    items = worker.claim(limit=chat_count)
+
+    def closed(work):
+        raise WriterClosed("the connector is shutting down")
+    worker._write = closed  # the intake's writer closed after the claim: the process is stopping
+    with caplog.at_level(logging.INFO):
+        worker.process_many(items)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert {r["status"] for r in outbox_rows(runtime)} == {"running"}
+    worker.stop()
+    assert {r["status"] for r in outbox_rows(runtime)} == {"pending"}
+    assert all(len(tasks(crm, chat_id)) == 1 for chat_id in chat_ids)  # written once; the next start updates it

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, and_, bindparam, exists, func, litera
 from sqlalchemy.exc import SQLAlchemyError
 
 from crmconnector.crm.base import CRMBackend
+from crmconnector.group_commit import WriterClosed
 from crmconnector.metrics import OUTBOX_DONE
 from crmconnector.outage import Backoff, is_unreachable, outage_of, reason
 from crmconnector.settings import Settings
@@ -347,6 +348,9 @@ class Worker:
 
     def failed(self, item: Item, exc: Exception) -> None:
         """Record the item's failure: reschedule it, or mark it failed for good (the policy decides)."""
+        if isinstance(exc, WriterClosed):  # not a failure: `stop` gives the item back for the next start
+            log.info("outbox item %s (%s) is given back: the connector is shutting down", item.id, item.kind)
+            return
         message = str(exc) or type(exc).__name__
         from crmconnector.crm.errors import CRMError
 
@@ -396,6 +400,8 @@ class Worker:
                     busy = self.run_once(limit=1 if self.batch == 1 else None, expect_work=True)
                 else:
                     busy = self.run_once(limit=PASS_LIMIT) if self._worth_claiming() else 0
+            except WriterClosed:  # the connector is shutting down: `stop` gives back what this thread held
+                return
             except Exception as exc:  # noqa: BLE001 - e.g. the database is away for a moment
                 self.outage.failed(exc, "outbox worker")
                 self._retry_at = time.monotonic() + self._backoff.next()
