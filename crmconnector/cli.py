@@ -85,7 +85,7 @@ def main(verbose: bool) -> None:
     configure(logging.DEBUG if verbose else logging.INFO)
 
 
-@main.command()
+@main.command(short_help="Run the connector: callbacks, consoles, admin pages, outbox.")
 @click.option("--host", default=None, help="Listen address (CRMCONNECTOR_HOST).")
 @click.option("--port", type=int, default=None, help="Listen port (CRMCONNECTOR_PORT).")
 # Each open agent console holds a thread for its live stream, so the default leaves room for about a
@@ -147,7 +147,7 @@ def _safe_url(settings: Settings) -> str:
     return mask_url(settings.database_url)
 
 
-@main.command()
+@main.command(short_help="Verify CRM credentials and access; exit 1 on a problem.")
 def check() -> None:
     """Verify CRM credentials and object/field access; exit 1 on any problem."""
     settings = load_settings()
@@ -172,12 +172,16 @@ def check() -> None:
     sys.exit(1 if failed else 0)
 
 
-@main.command(name="import")
+@main.command(name="import", short_help="Load records into the local CRM from a CSV file.")
 @click.argument("object_name")
 @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--batch-size", type=int, default=5000, show_default=True)
+@click.option("--batch-size", type=int, default=5000, show_default=True,
+              help="Records written per transaction.")
 def import_csv(object_name: str, csv_file: str, batch_size: int) -> None:
-    """Load records into the local CRM from a CSV whose header is field API names."""
+    """Load records into the local CRM from a CSV whose header is field API names.
+
+    OBJECT_NAME is a local CRM object: Account, Contact, Lead, Case, Task or ContentVersion (phone
+    fields are indexed for matching as they load)."""
     from crmconnector.crm.importer import import_file
 
     with connector() as runtime:
@@ -251,7 +255,7 @@ def agents_remove(email: str) -> None:
     click.echo(f"Agent {agent.email} removed and signed out everywhere")
 
 
-@main.group(invoke_without_command=True)
+@main.group(invoke_without_command=True, short_help="Scheduled jobs: last and next runs; `jobs run NAME`.")
 @click.pass_context
 def jobs(ctx: click.Context) -> None:
     """Scheduled jobs: their last and next runs (`jobs run NAME` runs one now, `jobs retry NAME`
@@ -286,7 +290,7 @@ def jobs_retry(name: str) -> None:
     click.echo(f"re-queued {count} failed call(s) for the next run")
 
 
-@main.group(invoke_without_command=True)
+@main.group(invoke_without_command=True, short_help="Pending and failed CRM writes; `outbox retry`.")
 @click.pass_context
 def outbox(ctx: click.Context) -> None:
     """Outbox counts: pending and failed CRM writes (`outbox retry` re-queues failed ones)."""

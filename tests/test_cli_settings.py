@@ -46,3 +46,16 @@ def test_a_salesforce_login_url_without_a_scheme_is_refused_before_check_signs_i
     assert result.exit_code == 2
     assert "SALESFORCE_LOGIN_URL must be an http:// or https:// address with a host" in result.stderr
     assert "MissingSchema" not in result.output + result.stderr
+
+
+def test_the_command_list_describes_each_command_without_cutting_it_short():
+    from click.testing import CliRunner
+
+    from crmconnector.cli import main
+
+    listing = CliRunner().invoke(main, ["--help"]).output.split("Commands:")[1]
+    lines = [line.strip() for line in listing.strip().splitlines()]
+    assert [line.split()[0] for line in lines] == ["agents", "check", "import", "jobs", "outbox", "serve"]
+    assert not [line for line in lines if line.endswith("...")]
+    import_help = CliRunner().invoke(main, ["import", "--help"]).output
+    assert "Contact" in import_help and "Records written per transaction" in import_help

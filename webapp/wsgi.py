@@ -139,13 +139,14 @@ def serve(settings: Settings, address: str, workers: int, threads: int,
     from granian.log import LogLevels
     from sqlalchemy.exc import OperationalError
 
+    from crmconnector.outage import reason
     from crmconnector.store import make_engine, migrate
 
     engine = make_engine(settings.database_url)
     try:
         migrate(engine)  # once, before the workers start (each would otherwise take the migration lock)
-    except OperationalError:
-        log.warning("the database is unreachable; workers will answer 503 until it is back")
+    except OperationalError as exc:
+        log.warning("the database is unreachable (%s); workers will answer 503 until it is back", reason(exc))
     finally:
         engine.dispose()
 
