@@ -58,3 +58,24 @@ def test_the_revision_chain_is_linear_with_one_head():
     revisions = list(script.walk_revisions())
     assert revisions[-1].down_revision is None
     assert all(isinstance(r.down_revision, (str, type(None))) for r in revisions)
+
+
+def test_on_sqlite_a_second_process_waits_for_the_first_ones_migration(tmp_path):
+    import fcntl
+    import threading
+
+    from sqlalchemy import create_engine, inspect
+
+    from crmconnector import migrations
+
+    database = tmp_path / "state.db"
+    engine = create_engine(f"sqlite:///{database}")
+    done = threading.Event()
+    with open(f"{database}.migrate-lock", "a") as held:  # another process is migrating
+        fcntl.flock(held, fcntl.LOCK_EX)
+        thread = threading.Thread(target=lambda: (migrations.upgrade(engine), done.set()))
+        thread.start()
+        assert not done.wait(0.5)
+        fcntl.flock(held, fcntl.LOCK_UN)
+    thread.join(30)
+    assert done.is_set() and "chats" in inspect(engine).get_table_names()

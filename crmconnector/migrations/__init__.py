@@ -1,7 +1,10 @@
 """Schema migrations (Alembic), run at start so an upgrade keeps an installation's data."""
 from __future__ import annotations
 
+import fcntl
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from alembic import command
 from alembic.config import Config
@@ -19,8 +22,9 @@ def config(engine: Engine | None = None) -> Config:
 
 
 def upgrade(engine: Engine) -> None:
-    """Bring the database to the newest revision (serialized across instances on PostgreSQL)."""
-    with engine.connect() as connection:
+    """Bring the database to the newest revision, one process at a time (several workers or instances
+    start together): an advisory lock on PostgreSQL, a lock file beside the database on SQLite."""
+    with _sqlite_lock(engine), engine.connect() as connection:
         if engine.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_LOCK_KEY})
             connection.commit()
@@ -33,3 +37,19 @@ def upgrade(engine: Engine) -> None:
             if engine.dialect.name == "postgresql":
                 connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_LOCK_KEY})
                 connection.commit()
+
+
+@contextmanager
+def _sqlite_lock(engine: Engine) -> Iterator[None]:
+    """Hold `<database>.migrate-lock` (SQLite files only): a second process waits, then finds the schema
+    current, instead of meeting the first one's DDL as a locked database."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
