@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy import Connection, Select, func, select
 
 from crmconnector.chatstate import natural_key
-from crmconnector.crm.objects import OPT_OUT_OBJECTS
 from crmconnector.store import chat_messages, chats
 
 OPT_OUT = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})

@@ -20,6 +20,7 @@ from crmconnector.preferences import pop_settings
 from crmconnector.settings import Settings
 from crmconnector.store import chat_media, chats, reading, utcnow
 from crmconnector.crm.base import FileUpload, UpsertResult
+from crmconnector.crm.objects import OPT_OUT_OBJECTS
 from crmconnector.sync.chatlog import MediaFetcher, MediaOutcome, RenderedTask, gather_media, render
 from crmconnector.sync.outbox import enqueue, queue_chat_log, record_posted_at_once, set_crm_status
 from crmconnector.sync.worker import Done, Item, finish_done
@@ -233,7 +234,7 @@ def opt_out(worker: "Worker", item: Item) -> None:
         chat = conn.execute(select(chats.c.match_outcome, chats.c.linked_object, chats.c.linked_id)
                             .where(chats.c.id == item.key)).first()
         carried, choice = False, None
-        if chat is not None and chat.linked_id and chat.linked_object in optout.OPT_OUT_OBJECTS:
+        if chat is not None and chat.linked_id and chat.linked_object in OPT_OUT_OBJECTS:
             carried, choice = True, optout.latest_choice_for(conn, chat.linked_object, chat.linked_id)
     if chat is None or chat.match_outcome == "pending":
         _finish(worker, item, "waiting for the match")
