@@ -85,6 +85,41 @@ def main(verbose: bool) -> None:
     configure(logging.DEBUG if verbose else logging.INFO)
 
 
+class WorkerCount(click.ParamType):
+    """A number of worker processes, at least 1, or `auto` (None: `auto_workers` decides)."""
+
+    name = "N|auto"
+
+    def get_metavar(self, *args: Any, **kwargs: Any) -> str:
+        return "N|auto"  # as it is typed, where click would write it in capitals
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | None:
+        if value is None or isinstance(value, int) and value >= 1:
+            return value
+        if str(value).strip().lower() == "auto":
+            return None
+        try:
+            count = int(value)
+        except ValueError:
+            count = 0
+        if count < 1:
+            self.fail(f"{value!r} is neither a whole number of at least 1 nor auto", param, ctx)
+        return count
+
+
+def auto_workers(database_url: str) -> int:
+    """On PostgreSQL one worker per CPU core this process may use: one Python process computes on one
+    core at a time. On SQLite one: its writers take turns on one lock anyway, and the consoles' live
+    wake-ups reach only the streams of the process that wrote the event."""
+    import os
+
+    from sqlalchemy.engine import make_url
+
+    if make_url(database_url).get_backend_name() != "postgresql":
+        return 1
+    return max(1, len(os.sched_getaffinity(0)))
+
+
 @main.command(short_help="Run the connector: callbacks, consoles, admin pages, outbox.")
 @click.option("--host", default=None, help="Listen address (CRMCONNECTOR_HOST).")
 @click.option("--port", type=int, default=None, help="Listen port (CRMCONNECTOR_PORT).")
@@ -92,13 +127,15 @@ def main(verbose: bool) -> None:
 # hundred agents per process besides the callbacks.
 @click.option("--threads", type=click.IntRange(min=1), default=128, show_default=True,
               help="Request threads per worker process.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes (each runs its share of the outbox; use PostgreSQL for more than one).")
-def serve(host: str | None, port: int | None, threads: int, workers: int) -> None:
+@click.option("--workers", type=WorkerCount(), default="auto", show_default=True,
+              help="Worker processes, each with its share of the outbox. auto: one per CPU core on "
+                   "PostgreSQL, one on SQLite.")
+def serve(host: str | None, port: int | None, threads: int, workers: int | None) -> None:
     """Run the connector: callbacks, agent console, admin pages, outbox worker and scheduler."""
     from webapp import wsgi
 
     settings = load_settings(host=host, port=port)
+    workers = workers or auto_workers(settings.database_url)
     # SIGTERM (service managers, containers) stops as cleanly as Ctrl-C, even before the server is up
     # (then the server takes the signals over: workers finish their requests and release their work).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -108,13 +145,14 @@ def serve(host: str | None, port: int | None, threads: int, workers: int) -> Non
         click.echo(f"crmconnector: cannot listen on {settings.host}:{settings.port}: {exc.strerror} "
                    "(set CRMCONNECTOR_HOST / CRMCONNECTOR_PORT, or --host / --port)", err=True)
         sys.exit(1)
-    wsgi.serve(settings, address, workers, threads, on_ready=lambda: _print_welcome(settings),
+    wsgi.serve(settings, address, workers, threads, on_ready=lambda: _print_welcome(settings, workers),
                verbose=logging.getLogger().getEffectiveLevel() <= logging.DEBUG)
 
 
-def _print_welcome(settings: Settings) -> None:
+def _print_welcome(settings: Settings, workers: int) -> None:
     base = settings.base_url
-    click.echo(f"crmconnector is listening on {base} (CRM: {settings.crm}, database: {_safe_url(settings)})")
+    click.echo(f"crmconnector is listening on {base} (CRM: {settings.crm}, database: {_safe_url(settings)}, "
+               f"{workers} worker{'s' if workers > 1 else ''})")
     click.echo(f"  Agent console:   {base}/agent   (sign-in links: crmconnector agents add EMAIL)")
     click.echo(f"  Admin pages:     {base}/admin   (sign in with the admin token)")
     click.echo(f"  Callback URL:    {base}/callbacks/events")

@@ -40,11 +40,11 @@ class Instance:
 
     def start(self, timeout: float = 90.0) -> "Instance":
         self.folder.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "crmconnector.cli", "serve", "--threads", str(self.threads)]
+        command = [sys.executable, "-m", "crmconnector.cli", "serve", "--threads", str(self.threads),
+                   "--workers", str(self.workers)]
         if self.workers > 1:
             # -v: granian then logs "Started worker-N", which wait_ready waits for.
             command[3:3] = ["-v"]
-            command += ["--workers", str(self.workers)]
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(command, cwd=self.folder, env=self.environment(), stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True)

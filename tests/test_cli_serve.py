@@ -7,12 +7,12 @@ from crmconnector.cli import _print_welcome
 from crmconnector.settings import Settings
 
 
-def welcome(settings: Settings) -> str:
+def welcome(settings: Settings, workers: int = 1) -> str:
     import click
 
     @click.command()
     def show() -> None:
-        _print_welcome(settings)
+        _print_welcome(settings, workers)
 
     return CliRunner().invoke(show).output
 
@@ -52,3 +52,9 @@ def test_links_use_the_public_url(workdir):
     assert "Agent console:   https://connector.example.com/agent" in text
     assert "Callback URL:    https://connector.example.com/callbacks/events" in text
     assert "hunter2" not in text and "postgresql://crm:***@db/crm" in text
+
+
+def test_the_first_line_says_how_many_workers_serve(workdir):
+    settings = Settings.from_env({}, dotenv_path=None)
+    assert "database: sqlite:///instance/crmconnector.db, 1 worker)\n" in welcome(settings)
+    assert "database: sqlite:///instance/crmconnector.db, 2 workers)\n" in welcome(settings, 2)

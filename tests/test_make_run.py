@@ -122,7 +122,7 @@ def test_serve_prints_where_things_are_answers_and_stops(serve, tmp_path):
     lines = server.read_until("Callback secret")
     base = f"http://127.0.0.1:{server.port}"
     text = "\n".join(lines)
-    assert f"listening on {base} (CRM: local, database: sqlite:///instance/crmconnector.db)" in text
+    assert f"listening on {base} (CRM: local, database: sqlite:///instance/crmconnector.db, 1 worker)" in text
     assert f"Agent console:   {base}/agent" in text and f"Admin pages:     {base}/admin" in text
     assert f"Callback URL:    {base}/callbacks/events" in text
     secrets_path = tmp_path / "instance" / "secrets.json"
