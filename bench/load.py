@@ -35,6 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from crmconnector.cli import auto_workers  # noqa: E402
 from crmconnector.signatures import HEADER, sign  # noqa: E402
 from tests.instances import ADMIN_TOKEN, SECRET, Instance, chat_stream, envelope  # noqa: E402
 from tests.pg import PgServer, free_port  # noqa: E402
@@ -269,10 +270,11 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     else:
         database_url = f"sqlite:///{work / 'state.db'}"
     env = {"CRMCONNECTOR_ABANDONED_TICKETS": "off"}
+    workers = auto_workers(database_url) if args.workers == "auto" else int(args.workers)
     instances = []
     try:
         for n in range(args.instances):
-            instances.append(Instance(database_url, work / f"i{n}", free_port(), workers=args.workers,
+            instances.append(Instance(database_url, work / f"i{n}", free_port(), workers=workers,
                                       threads=args.threads, env=env).start())
         clients = max(1, min(args.clients, args.chats // 2))  # each client needs a chat that is not busy
         run = Run([i.port for i in instances], args.chats, clients, args.messages, args.events, args.seconds)
@@ -297,7 +299,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         tally = asyncio.run(verify(instances[0].port, run.started_chats, args.clients))
         lat = sorted(run.latencies)
         return {"db": args.db, "pg_connection": ("tcp" if args.pg_tcp else "socket") if pg else None,
-                "instances": args.instances, "workers": args.workers, "chats": args.chats,
+                "instances": args.instances, "workers": workers, "chats": args.chats,
                 "calibration_ms": speed,
                 "clients": clients, "events": run.sent, "seconds": round(wall, 2),
                 "events_per_s": round(run.sent / wall, 1), "p50_ms": round(lat[len(lat) // 2] * 1000, 1),
@@ -317,7 +319,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--instances", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=1, help="worker processes per instance")
+    parser.add_argument("--workers", default="auto",
+                        help="worker processes per instance, or auto: what `serve` starts by default")
     parser.add_argument("--threads", type=int, default=16, help="request threads per process")
     parser.add_argument("--chats", type=int, default=100, help="concurrent open chats")
     parser.add_argument("--clients", type=int, default=32, help="concurrent client connections")
@@ -332,15 +335,16 @@ def main() -> None:
     if not args.matrix:
         print(json.dumps(run_one(args)), flush=True)
         return
-    # (database, instances, worker processes per instance, clients): one process at 12 clients, then two
-    # processes (two instances, or one instance with two workers) at 16.
-    for db, instances, workers, clients in (("sqlite", 1, 1, 12), ("sqlite", 2, 1, 16), ("sqlite", 1, 2, 16),
-                                            ("postgres", 1, 1, 12), ("postgres", 2, 1, 16),
-                                            ("postgres", 1, 2, 16)):
+    # (database, instances, worker processes per instance, clients): one process at 12 clients, more at 16.
+    # `auto` is what `serve` starts by default: one worker on SQLite, one per core on PostgreSQL.
+    for db, instances, workers, clients in (("sqlite", 1, "auto", 12), ("sqlite", 2, "auto", 16),
+                                            ("sqlite", 1, "2", 16), ("postgres", 1, "1", 12),
+                                            ("postgres", 1, "auto", 16), ("postgres", 2, "1", 16),
+                                            ("postgres", 2, "auto", 16)):
         print(json.dumps(run_one(argparse.Namespace(**{**vars(args), "db": db, "instances": instances,
                                                        "workers": workers, "clients": clients}))), flush=True)
     for chats in (10, 100, 1000, 10_000):
-        print(json.dumps(run_one(argparse.Namespace(**{**vars(args), "db": "postgres", "chats": chats,
+        print(json.dumps(run_one(argparse.Namespace(**{**vars(args), "db": "postgres", "chats": chats, "workers": "1",
                                                        "clients": 12, "events": 5000}))), flush=True)
 
 
