@@ -107,17 +107,24 @@ class WorkerCount(click.ParamType):
         return count
 
 
+SQLITE_WORKERS = 4
+
+
 def auto_workers(database_url: str) -> int:
-    """On PostgreSQL one worker per CPU core this process may use: one Python process computes on one
-    core at a time. On SQLite one: its writers take turns on one lock anyway, and the consoles' live
-    wake-ups reach only the streams of the process that wrote the event."""
+    """One worker per CPU core this process may use: one Python process computes on one core at a time.
+    On SQLite at most SQLITE_WORKERS, as its writers take turns on one lock (and one for a database in
+    memory, which each process would have to itself)."""
     import os
 
     from sqlalchemy.engine import make_url
 
-    if make_url(database_url).get_backend_name() != "postgresql":
+    cores = max(1, len(os.sched_getaffinity(0)))
+    url = make_url(database_url)
+    if url.get_backend_name() == "postgresql":
+        return cores
+    if not url.database or url.database == ":memory:":
         return 1
-    return max(1, len(os.sched_getaffinity(0)))
+    return min(cores, SQLITE_WORKERS)
 
 
 @main.command(short_help="Run the connector: callbacks, consoles, admin pages, outbox.")
@@ -128,8 +135,8 @@ def auto_workers(database_url: str) -> int:
 @click.option("--threads", type=click.IntRange(min=1), default=128, show_default=True,
               help="Request threads per worker process.")
 @click.option("--workers", type=WorkerCount(), default="auto", show_default=True,
-              help="Worker processes, each with its share of the outbox. auto: one per CPU core on "
-                   "PostgreSQL, one on SQLite.")
+              help="Worker processes, each with its share of the outbox. auto: one per CPU core (on "
+                   f"SQLite at most {SQLITE_WORKERS}).")
 def serve(host: str | None, port: int | None, threads: int, workers: int | None) -> None:
     """Run the connector: callbacks, agent console, admin pages, outbox worker and scheduler."""
     from webapp import wsgi

@@ -173,7 +173,13 @@ class PgWakeup:
 
 
 def make_wakeup(engine: Engine) -> Any:
-    """The wake-up fitting the database: LISTEN/NOTIFY on PostgreSQL, in-process otherwise."""
+    """The wake-up fitting the database: LISTEN/NOTIFY on PostgreSQL; on a SQLite file, sockets beside it
+    for the other processes on that file; in-process for a database in memory."""
     if engine.dialect.name == "postgresql":
         return PgWakeup(engine)
+    database = engine.url.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        from crmconnector.notify_local import SocketWakeup, wakeup_folder
+
+        return SocketWakeup(wakeup_folder(database))
     return CoalescingWakeup()

@@ -18,6 +18,7 @@ from typing import Iterator
 
 import pytest
 
+from crmconnector.cli import auto_workers
 from crmconnector.signatures import HEADER, sign
 
 LIMIT_SECONDS = 180  # an upper bound on waiting (a busy machine starts slowly), not a speed assertion
@@ -122,7 +123,9 @@ def test_serve_prints_where_things_are_answers_and_stops(serve, tmp_path):
     lines = server.read_until("Callback secret")
     base = f"http://127.0.0.1:{server.port}"
     text = "\n".join(lines)
-    assert f"listening on {base} (CRM: local, database: sqlite:///instance/crmconnector.db, 1 worker)" in text
+    count = auto_workers("sqlite:///instance/crmconnector.db")  # serve's default: one per core, here
+    workers = f"{count} worker{'s' if count > 1 else ''}"
+    assert f"listening on {base} (CRM: local, database: sqlite:///instance/crmconnector.db, {workers})" in text
     assert f"Agent console:   {base}/agent" in text and f"Admin pages:     {base}/admin" in text
     assert f"Callback URL:    {base}/callbacks/events" in text
     secrets_path = tmp_path / "instance" / "secrets.json"

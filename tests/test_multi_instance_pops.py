@@ -8,7 +8,7 @@ from typing import Any, Iterator
 import pytest
 from sqlalchemy import select
 
-from crmconnector.notify_pg import CoalescingWakeup, PgWakeup
+from crmconnector.notify_pg import PgWakeup
 from crmconnector.runtime import Runtime
 from crmconnector.settings import Settings
 from crmconnector.store import console_events, reading
@@ -47,15 +47,12 @@ def _waiter(runtime: Runtime, timeout: float) -> tuple[threading.Thread, dict[st
     return thread, result
 
 
-def test_postgres_runtime_uses_listen_notify_and_sqlite_stays_in_process(pg_settings: Settings,
-                                                                         settings: Settings) -> None:
-    pg, lite = Runtime(pg_settings), Runtime(replace(settings, database_url=f"sqlite:///{settings.instance_path}.db"))
+def test_postgres_runtime_uses_listen_notify(pg_settings: Settings) -> None:
+    pg = Runtime(pg_settings)
     try:
         assert isinstance(pg.wakeup, PgWakeup)
-        assert isinstance(lite.wakeup, CoalescingWakeup)
     finally:
         pg.close()
-        lite.close()
 
 
 def test_a_notify_on_instance_b_wakes_a_listener_on_instance_a(two_instances: tuple[Runtime, Runtime]) -> None:

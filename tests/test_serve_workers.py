@@ -1,4 +1,4 @@
-"""`serve --workers`: a number, or auto (the default): one worker per CPU core on PostgreSQL, one on SQLite."""
+"""`serve --workers`: a number, or auto (the default): one worker per CPU core, on SQLite at most four."""
 from __future__ import annotations
 
 import os
@@ -41,11 +41,21 @@ def test_auto_follows_the_cores_this_process_may_use(started, monkeypatch):
 
 
 @pytest.mark.parametrize("url", ["", "sqlite:///instance/other.db"])
-def test_auto_starts_one_worker_on_sqlite(started, monkeypatch, url):
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    result = CliRunner().invoke(main, ["serve"], env={"CRMCONNECTOR_DATABASE_URL": url})
+def test_auto_starts_one_worker_per_core_on_a_sqlite_file_up_to_four(started, monkeypatch, url):
+    env = {"CRMCONNECTOR_DATABASE_URL": url}
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    CliRunner().invoke(main, ["serve"], env=env)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    result = CliRunner().invoke(main, ["serve"], env=env)
     assert result.exit_code == 0, result.output
-    assert started == [1]
+    assert started == [2, 4]
+
+
+def test_auto_starts_one_worker_for_a_sqlite_database_in_memory(started, monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    CliRunner().invoke(main, ["serve"], env={"CRMCONNECTOR_DATABASE_URL": "sqlite://"})
+    CliRunner().invoke(main, ["serve"], env={"CRMCONNECTOR_DATABASE_URL": "sqlite:///:memory:"})
+    assert started == [1, 1]
 
 
 def test_a_number_is_taken_as_it_is(started):
