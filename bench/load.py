@@ -336,11 +336,11 @@ def main() -> None:
         print(json.dumps(run_one(args)), flush=True)
         return
     # (database, instances, worker processes per instance, clients): one process at 12 clients, more at 16.
-    # `auto` is what `serve` starts by default: one worker on SQLite, one per core on PostgreSQL.
-    for db, instances, workers, clients in (("sqlite", 1, "auto", 12), ("sqlite", 2, "auto", 16),
-                                            ("sqlite", 1, "2", 16), ("postgres", 1, "1", 12),
-                                            ("postgres", 1, "auto", 16), ("postgres", 2, "1", 16),
-                                            ("postgres", 2, "auto", 16)):
+    # `auto` is what `serve` starts by default: one worker per core.
+    for db, instances, workers, clients in (("sqlite", 1, "1", 12), ("sqlite", 1, "auto", 16),
+                                            ("sqlite", 2, "1", 16), ("sqlite", 2, "auto", 16),
+                                            ("postgres", 1, "1", 12), ("postgres", 1, "auto", 16),
+                                            ("postgres", 2, "1", 16), ("postgres", 2, "auto", 16)):
         print(json.dumps(run_one(argparse.Namespace(**{**vars(args), "db": db, "instances": instances,
                                                        "workers": workers, "clients": clients}))), flush=True)
     for chats in (10, 100, 1000, 10_000):
