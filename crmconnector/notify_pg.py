@@ -9,6 +9,7 @@ reconnect every listener is woken once to catch up.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -19,6 +20,7 @@ from sqlalchemy import Engine
 from crmconnector.notify import Wakeup
 from crmconnector.outage import Backoff, outage_of
 
+log = logging.getLogger(__name__)
 CHANNEL = "crmconnector_console"
 COALESCE_SECONDS = 0.01
 # A NOTIFY is a round trip for this instance and a wake-up for every other one: under load one per 25 ms
@@ -181,5 +183,10 @@ def make_wakeup(engine: Engine) -> Any:
     if database and database != ":memory:" and not database.startswith("file:"):
         from crmconnector.notify_local import SocketWakeup, wakeup_folder
 
-        return SocketWakeup(wakeup_folder(database))
+        folder = wakeup_folder(database)
+        try:
+            return SocketWakeup(folder)
+        except OSError as exc:  # streams of this process still wake; others' at their next poll
+            log.warning("console wake-ups cannot reach other processes on this database: %s is unusable (%s)",
+                        folder, exc.strerror or exc)
     return CoalescingWakeup()

@@ -124,3 +124,19 @@ def test_chat_assigned_through_one_process_pops_for_the_agent_listening_on_anoth
     finally:
         a.close()
         b.close()
+
+
+def test_a_folder_that_cannot_be_made_leaves_wake_ups_within_the_process(settings: Settings, tmp_path, caplog):
+    blocked = wakeup_folder(str(tmp_path / "a.db"))
+    blocked.write_text("a file where the folder would be")
+    runtime = Runtime(replace(settings, database_url=f"sqlite:///{tmp_path / 'a.db'}"))
+    blocked.unlink()
+    try:
+        assert isinstance(runtime.wakeup, CoalescingWakeup)
+        assert "console wake-ups cannot reach other processes on this database" in caplog.text
+        thread, result = _waiter(runtime.wakeup, timeout=20)
+        runtime.wakeup.notify()
+        thread.join(25)
+        assert result == {"woken": True}
+    finally:
+        runtime.close()
