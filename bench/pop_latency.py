@@ -2,11 +2,13 @@
 agent console (server-sent events), on the production server (`crmconnector serve`: granian, outbox worker
 and scheduler running) and the embedded CRM.
 
-Needs Debian's /usr/bin/chromium and Playwright. Prints p50/p90/p99/max over N chats.
-Usage: python bench/pop_latency.py [N]
+Needs Debian's /usr/bin/chromium and Playwright. Prints p50/p90/p99/max over N chats. With several
+workers (serve's default: one per core) a pop is taken by any of them, while the console streams from one.
+Usage: python bench/pop_latency.py [N] [--workers N|auto]
 """
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -21,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from crmconnector import agents  # noqa: E402
+from crmconnector.cli import auto_workers  # noqa: E402
 from crmconnector.runtime import Runtime  # noqa: E402
 from crmconnector.settings import Settings  # noqa: E402
 from crmconnector.signatures import HEADER, sign  # noqa: E402
@@ -38,9 +41,11 @@ def post(base: str, event_type: str, data: dict) -> None:
     response.raise_for_status()
 
 
-def main(count: int) -> None:
+def main(count: int, workers: str) -> None:
     folder = Path(tempfile.mkdtemp(prefix="pop-latency-"))
-    server = Instance(f"sqlite:///{folder / 'state.db'}", folder, free_port(), threads=16).start()
+    database_url = f"sqlite:///{folder / 'state.db'}"
+    processes = auto_workers(database_url) if workers == "auto" else int(workers)
+    server = Instance(database_url, folder, free_port(), threads=16, workers=processes).start()
     base = server.url
     # The bench's own Runtime only writes the fixtures (a contact, the agent) in the server's database.
     settings = Settings(database_url=server.database_url, callback_secrets=(SECRET,), admin_token=ADMIN_TOKEN,
@@ -72,9 +77,13 @@ def main(count: int) -> None:
     def pct(p: float) -> float:
         return latencies[min(len(latencies) - 1, int(round(p / 100 * (len(latencies) - 1))))]
 
-    print(f"pop latency over {count} chats (chat.assigned POST -> pop in the console), ms: "
+    print(f"pop latency over {count} chats with {processes} worker(s) (chat.assigned POST -> pop in the console), ms: "
           f"p50 {statistics.median(latencies):.0f}, p90 {pct(90):.0f}, p99 {pct(99):.0f}, max {latencies[-1]:.0f}")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 100)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("count", nargs="?", type=int, default=100, help="chats, one after the other")
+    parser.add_argument("--workers", default="auto", help="worker processes, or auto: what `serve` starts")
+    arguments = parser.parse_args()
+    main(arguments.count, arguments.workers)
