@@ -107,24 +107,22 @@ class WorkerCount(click.ParamType):
         return count
 
 
-SQLITE_WORKERS = 4
+AUTO_WORKERS_AT_MOST = 4
 
 
 def auto_workers(database_url: str) -> int:
-    """One worker per CPU core this process may use: one Python process computes on one core at a time.
-    On SQLite at most SQLITE_WORKERS, as its writers take turns on one lock (and one for a database in
-    memory, which each process would have to itself)."""
+    """One worker per CPU core this process may use (one Python process computes on one core at a time),
+    at most AUTO_WORKERS_AT_MOST: each worker's pool may hold 32 PostgreSQL connections, where a server
+    allows 100 by default, and SQLite's writers take turns on one lock anyway. One for a database in
+    memory, which each process would have to itself."""
     import os
 
     from sqlalchemy.engine import make_url
 
-    cores = max(1, len(os.sched_getaffinity(0)))
     url = make_url(database_url)
-    if url.get_backend_name() == "postgresql":
-        return cores
-    if not url.database or url.database == ":memory:":
+    if url.get_backend_name() == "sqlite" and (not url.database or url.database == ":memory:"):
         return 1
-    return min(cores, SQLITE_WORKERS)
+    return min(max(1, len(os.sched_getaffinity(0))), AUTO_WORKERS_AT_MOST)
 
 
 @main.command(short_help="Run the connector: callbacks, consoles, admin pages, outbox.")
@@ -135,8 +133,8 @@ def auto_workers(database_url: str) -> int:
 @click.option("--threads", type=click.IntRange(min=1), default=128, show_default=True,
               help="Request threads per worker process.")
 @click.option("--workers", type=WorkerCount(), default="auto", show_default=True,
-              help="Worker processes, each with its share of the outbox. auto: one per CPU core (on "
-                   f"SQLite at most {SQLITE_WORKERS}).")
+              help="Worker processes, each with its share of the outbox. auto: one per CPU core, at most "
+                   f"{AUTO_WORKERS_AT_MOST}.")
 def serve(host: str | None, port: int | None, threads: int, workers: int | None) -> None:
     """Run the connector: callbacks, agent console, admin pages, outbox worker and scheduler."""
     from webapp import wsgi

@@ -1,4 +1,4 @@
-"""`serve --workers`: a number, or auto (the default): one worker per CPU core, on SQLite at most four."""
+"""`serve --workers`: a number, or auto (the default): one worker per CPU core, at most four."""
 from __future__ import annotations
 
 import os
@@ -33,11 +33,12 @@ def test_auto_starts_one_worker_per_usable_core_on_postgresql(started, arguments
     assert started == [len(os.sched_getaffinity(0))]
 
 
-def test_auto_follows_the_cores_this_process_may_use(started, monkeypatch):
+def test_auto_follows_the_cores_this_process_may_use_up_to_four(started, monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
     CliRunner().invoke(main, ["serve"], env={"CRMCONNECTOR_DATABASE_URL": POSTGRES + "?sslmode=require"})
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(32)))
     CliRunner().invoke(main, ["serve"], env={"CRMCONNECTOR_DATABASE_URL": "postgresql+psycopg://u@h/db"})
-    assert started == [3, 3]
+    assert started == [3, 4]
 
 
 @pytest.mark.parametrize("url", ["", "sqlite:///instance/other.db"])
