@@ -15,7 +15,6 @@ import logging
 import queue
 import threading
 from collections import Counter
-from concurrent.futures import Future
 from typing import Any, Callable
 
 from sqlalchemy import Connection, Engine
@@ -27,7 +26,38 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 64
 
 Work = Callable[[Connection], Any]
-_Job = tuple[Work, "Future[Any]"]
+
+
+class Reply:
+    """What the writer answers one caller: its result or its error. The caller waits on a lock the writer
+    releases: a fraction of the interpreter's work for a Future's condition variable, which took 8 % of a
+    busy process's interpreter time, on both sides of the hand-over."""
+
+    __slots__ = ("_answered", "_result", "_error")
+
+    def __init__(self) -> None:
+        self._answered = threading.Lock()
+        self._answered.acquire()
+        self._result: Any = None
+        self._error: BaseException | None = None
+
+    def set_result(self, result: Any) -> None:
+        self._result = result
+        self._answered.release()
+
+    def set_exception(self, error: BaseException) -> None:
+        self._error = error
+        self._answered.release()
+
+    def wait(self) -> Any:
+        """The result, once set, or the error raised."""
+        self._answered.acquire()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+_Job = tuple[Work, Reply]
 
 
 class WriterClosed(Exception):
@@ -58,9 +88,9 @@ class GroupCommitter:
         commit) raised. WriterClosed once the process is shutting down."""
         if self._closed:
             raise WriterClosed("the connector is shutting down")
-        future: Future[Any] = Future()
-        self._queue.put((work, future))
-        return future.result()
+        reply = Reply()
+        self._queue.put((work, reply))
+        return reply.wait()
 
     def queued(self) -> int:
         return self._queue.qsize()
@@ -113,18 +143,18 @@ class GroupCommitter:
                 log.debug("a batch of %d events failed; applying them one by one", len(batch))
             else:
                 INTAKE_BATCH.observe(len(batch))
-                for (_, future), result in zip(batch, results):
-                    future.set_result(result)
+                for (_, reply), result in zip(batch, results):
+                    reply.set_result(result)
                 self.on_commit(wakeups)
                 return
-        for work, future in batch:
+        for work, reply in batch:
             try:
                 results, wakeups = self._transaction([work])
             except BaseException as exc:  # noqa: BLE001 - the caller raises it; this thread goes on
-                future.set_exception(exc)
+                reply.set_exception(exc)
                 continue
             INTAKE_BATCH.observe(1)
-            future.set_result(results[0])
+            reply.set_result(results[0])
             self.on_commit(wakeups)
 
     def _transaction(self, works: list[Work]) -> tuple[list[Any], Counter[str]]:
