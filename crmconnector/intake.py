@@ -91,6 +91,20 @@ def _reject_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
+def decode_json(body: bytes) -> Any:
+    """The JSON document in a request body, or EventError 400 `invalid_json` saying what is wrong: the
+    callback URL and the agent API read bodies alike, and answer alike."""
+    try:
+        return _DECODER.decode(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise EventError(400, "invalid_json", "the body is not UTF-8 text") from None
+    except _NotStandardJSON as exc:
+        raise EventError(400, "invalid_json", f"the body is not standard JSON: {exc} is not a JSON value") from None
+    except json.JSONDecodeError as exc:
+        raise EventError(400, "invalid_json", f"the body is not JSON: {exc.msg} at line {exc.lineno} "
+                                              f"column {exc.colno}") from None
+
+
 class Intake:
     def __init__(self, context: EventContext):
         self.context = context
@@ -125,15 +139,7 @@ class Intake:
             raise EventError(401, "invalid_signature", problem)
         if (content_type or "").split(";")[0].strip().lower() != "application/json":
             raise EventError(415, "unsupported_media_type", "Content-Type must be application/json")
-        try:
-            document = _DECODER.decode(body.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise EventError(400, "invalid_json", "the body is not UTF-8 text") from None
-        except _NotStandardJSON as exc:
-            raise EventError(400, "invalid_json", f"the body is not standard JSON: {exc} is not a JSON value") from None
-        except json.JSONDecodeError as exc:
-            raise EventError(400, "invalid_json", f"the body is not JSON: {exc.msg} at line {exc.lineno} "
-                                                  f"column {exc.colno}") from None
+        document = decode_json(body)
         envelope = parse_envelope(document)
         if not self.context.ready():
             raise StoreUnavailable("the database has not been reachable since start")

@@ -20,6 +20,7 @@ from sqlalchemy import (JSON, Boolean, Column, Connection, DateTime, Engine, For
                         MetaData, String, Table, Text, bindparam, create_engine, event)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.types import TypeDecorator
 
 from crmconnector.driver_sql import DriverStatement, run_script
@@ -307,19 +308,36 @@ def engine_url(url: URL) -> URL:
     return url
 
 
+def sqlite_folder(database: str) -> None:
+    """Create the folder a SQLite database file goes in. One that cannot be created (no permission, a
+    read-only or special file system, a file in the way) is an unreachable database, like a file SQLite
+    cannot open: a command says so in one line, the server answers 503 and tries again."""
+    folder = Path(database).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        problem = sqlite3.OperationalError(
+            f"cannot create the folder {folder} for the database file: {exc.strerror or exc}")
+        raise OperationalError(None, None, problem) from exc
+
+
 def make_engine(database_url: str) -> Engine:
     """An engine with the settings each database needs for several threads (and processes)."""
     url = engine_url(make_url(database_url))
     if url.get_backend_name() == "sqlite":
         on_disk = bool(url.database) and url.database != ":memory:"
-        if on_disk:
-            Path(str(url.database)).parent.mkdir(parents=True, exist_ok=True)
         # Writers queue on one lock per engine (and per database file across processes), and are
         # handed the database in turn.
         write_lock = _WriteLock(f"{url.database}.writer-lock" if on_disk else None)
         factory = type("SerializedWrites", (_SerializedWrites,), {"write_lock": write_lock})
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS,
                                                   "factory": factory})
+
+        if on_disk:
+            # On every new connection rather than here: the server keeps trying until it can be created.
+            @event.listens_for(engine, "do_connect")
+            def _sqlite_folder(*_: Any) -> None:
+                sqlite_folder(str(url.database))
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

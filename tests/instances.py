@@ -38,7 +38,8 @@ class Instance:
                     "CRMCONNECTOR_CRM": "local", **self.extra_env})
         return env
 
-    def start(self, timeout: float = 90.0) -> "Instance":
+    def start(self, timeout: float = 90.0, *, wait: bool = True) -> "Instance":
+        """Start the server and (with `wait`) wait until it is ready; without, it may still be starting."""
         self.folder.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "crmconnector.cli", "serve", "--threads", str(self.threads),
                    "--workers", str(self.workers)]
@@ -49,7 +50,8 @@ class Instance:
         self.process = subprocess.Popen(command, cwd=self.folder, env=self.environment(), stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
-        self.wait_ready(timeout)
+        if wait:
+            self.wait_ready(timeout)
         return self
 
     def wait_ready(self, timeout: float) -> None:

@@ -371,6 +371,24 @@ def test_link_refuses_form_posts_and_foreign_origins(tom: Any, platform: Any, cr
     assert linked(runtime, "2415") == ("Contact", other)
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_in_a_body_are_not_json(tom: Any, platform: Any, crm: Any, runtime: Any,
+                                                 constant: str) -> None:
+    """As at the callback URL: Python's json reads them, but they are not JSON, so nothing is done."""
+    other = crm.create("Contact", {"LastName": "Other", "Phone": "+14155550100"})
+    assign(platform, "2415", TOM)
+    bodies = {"/api/agent/chats/2415/link": {"object": "Contact", "id": other},
+              "/api/agent/chats/2415/records": {"object": "Contact", "fields": {"LastName": "Thatcher"}}}
+    for path, body in bodies.items():
+        data = json.dumps({**body, "weight": 0}).replace('"weight": 0', f'"weight": {constant}')
+        response = tom.post(path, data=data, content_type="application/json")
+        assert response.status_code == 400, path
+        assert response.json == {"error": {"code": "invalid_json", "field": None, "message":
+                                           f"the body is not standard JSON: {constant} is not a JSON value"}}
+    assert linked(runtime, "2415") == (None, None)
+    assert crm.find("Contact", "Phone", [NUMBER]) == []
+
+
 def test_the_new_record_form_creates_and_links_a_contact(tom: Any, platform: Any, crm: Any, runtime: Any) -> None:
     assign(platform, "2415", TOM)
     chat = tom.get("/api/agent/chats/2415").json

@@ -5,7 +5,8 @@ import pytest
 
 from crmconnector import optout, preferences
 from crmconnector.linking import LinkError, link_chat
-from tests.chat_support import CHAT, HUCK, TOM, assigned, ended, make_worker, message, outbox_rows, started, tasks
+from tests.chat_support import (CHAT, HUCK, TOM, assigned, ended, make_worker, message, outbox_rows, started, tasks,
+                                use_crm)
 from tests.test_agent import sign_in_path
 
 
@@ -208,3 +209,41 @@ def test_a_records_keywords_are_found_through_the_index_on_linked_chats(runtime)
         else:
             plan = [row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")]
     assert any("ix_chats_linked_id" in line for line in plan), plan
+
+
+class _OvertakenOnFirstWrite:
+    """The CRM, except that the first opt-out write is held up until `overtake()` has run: the write
+    of another chat's item, processed meanwhile by another worker, then lands first."""
+
+    def __init__(self, crm, overtake):
+        self._crm, self._overtake = crm, overtake
+        self.held_up = False
+        self.landed: list[bool] = []  # the values written, in the order they reached the CRM
+
+    def update(self, object_name, record_id, fields):
+        if not self.held_up:
+            self.held_up = True
+            self._overtake()
+        self._crm.update(object_name, record_id, fields)
+        self.landed.append(fields["DoNotCall"])
+
+    def __getattr__(self, name):
+        return getattr(self._crm, name)
+
+
+def test_an_older_keywords_write_held_up_behind_a_newer_ones_does_not_win(platform, runtime, crm):
+    contact = crm.create("Contact", {"LastName": "Race", "Phone": "(415) 555-0141"})
+    for chat_id in ("x1", "x2"):
+        platform.start_chat(chat_id, "+14155550141")
+    platform.post("chat.message", _keyword("x1", "k", "STOP", "2026-11-21T18:30:00Z"))
+
+    def overtake():  # x1's item has read STOP; START arrives in x2 and another worker writes it first
+        platform.post("chat.message", _keyword("x2", "k", "START", "2026-11-21T18:35:00Z"))
+        assert make_worker(runtime).run_once() == 1
+
+    racing = _OvertakenOnFirstWrite(crm, overtake)
+    use_crm(runtime, racing)
+    make_worker(runtime).run_once()
+    assert racing.landed[:2] == [False, True]  # the racy order: the older keyword's write lands last
+    assert crm.get("Contact", contact).fields["DoNotCall"] is False
+    assert {row["status"] for row in outbox_rows(runtime)} == {"done"}

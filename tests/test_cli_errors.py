@@ -47,3 +47,18 @@ def test_an_invalid_database_url_is_a_setting_error_exit_2(workdir: Path, comman
     assert problem in result.stderr
     assert "Traceback" not in result.output + result.stderr and "s3cretpw" not in result.stderr
     assert not (workdir / "instance").exists()  # refused before anything was created
+
+
+@pytest.mark.parametrize("command", [["outbox"], ["agents", "add", "tom@example.com"]])
+@pytest.mark.parametrize("url, folder, problem", [
+    ("sqlite:///taken/instance/state.db", "taken/instance", "Not a directory"),  # a file stands where a folder goes
+    ("sqlite:////proc/x/state.db", "/proc/x", "No such file or directory"),
+])
+def test_a_database_folder_that_cannot_be_created_is_one_clear_line_and_exit_1(
+        workdir: Path, command: list[str], url: str, folder: str, problem: str) -> None:
+    (workdir / "taken").write_text("")
+    result = CliRunner().invoke(main, command, env={"CRMCONNECTOR_DATABASE_URL": url})
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines() == [
+        f"crmconnector: cannot reach the database at {url} (CRMCONNECTOR_DATABASE_URL): "
+        f"OperationalError: cannot create the folder {folder} for the database file: {problem}"]

@@ -10,12 +10,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import requests
 from sqlalchemy import event, func, select
 
 from crmconnector.runtime import Runtime
 from crmconnector.settings import Settings
 from crmconnector.store import chats, events, reading
 from tests.conftest import Platform
+from tests.instances import Instance
+from tests.pg import free_port
 
 WAIT = 60.0  # upper bound for the background retry to notice the database (it retries every second)
 
@@ -131,6 +134,51 @@ def _ensure_running(pg_server: Any) -> None:
         pg_server.start_again()
     except Exception:  # noqa: BLE001 - already running
         pass
+
+
+def test_a_sqlite_folder_that_cannot_be_created_answers_503_then_resumes_by_itself(
+        settings: Settings, tmp_path: Path) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("")  # a file stands where the database's folder would be created
+    runtime = Runtime(replace(settings, database_url=f"sqlite:///{taken / 'instance' / 'state.db'}"))
+    try:
+        client = _app(runtime).test_client()
+        platform = Platform(client)
+        assert client.get("/healthz").status_code == 200
+        _assert_unavailable(client, platform, "evt-no-folder")
+
+        taken.unlink()  # the folder can be created now
+        assert runtime.schema_ready.wait(WAIT)
+        assert client.get("/readyz").status_code == 200
+        assert platform.post("chat.started", _started("5001"), event_id="evt-no-folder").status_code == 200
+        assert _stored(runtime, "evt-no-folder") == 1
+    finally:
+        runtime.close()
+
+
+def test_serve_with_a_sqlite_folder_that_cannot_be_created_is_up_but_not_ready_until_it_can(tmp_path: Path) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    server = Instance(f"sqlite:///{taken / 'instance' / 'state.db'}", tmp_path / "serve", free_port())
+    server.start(wait=False)
+    try:
+        deadline = time.monotonic() + WAIT
+        while True:  # until the server answers at all
+            assert server.process is not None and server.process.poll() is None, server.log_tail()
+            try:
+                ready = requests.get(f"{server.url}/readyz", timeout=2)
+                break
+            except requests.RequestException:
+                assert time.monotonic() < deadline, server.log_tail()
+                time.sleep(0.1)
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["database"].startswith("unavailable")
+
+        taken.unlink()
+        server.wait_ready(WAIT)  # /readyz answers 200 once the folder could be created
+        assert "Traceback" not in server.log_tail(1000)
+    finally:
+        server.stop()
 
 
 def test_a_sqlite_outage_never_leaves_a_2xx_for_an_unstored_event(

@@ -47,6 +47,9 @@ def _sqlite_lock(engine: Engine) -> Iterator[None]:
     if not database or database == ":memory:" or database.startswith("file:"):
         yield
         return
+    from crmconnector.store import sqlite_folder
+
+    sqlite_folder(database)  # the lock file goes there before any connection has made it
     with open(f"{database}.migrate-lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:

@@ -229,6 +229,12 @@ def opt_out(worker: "Worker", item: Item) -> None:
 
     An unlinked chat's item just finishes: linking the chat (chat.started, the match, an agent's
     pick) queues it again.
+
+    Items are serialized per chat, not per record: another chat's item may write the same record
+    between this item's read and its write, with a newer keyword. So after each write the record's
+    latest choice is read again, and written again if it changed: whichever item writes last has
+    read after its own write, and the record ends with the latest keyword. (Another round needs
+    another keyword to arrive meanwhile, so this ends when the consumer stops texting them.)
     """
     with reading(worker.engine) as conn:
         chat = conn.execute(select(chats.c.match_outcome, chats.c.linked_object, chats.c.linked_id)
@@ -243,7 +249,14 @@ def opt_out(worker: "Worker", item: Item) -> None:
         _finish(worker, item, "no linked Contact or Lead to carry the opt-out")
     if choice is None:
         _finish(worker, item)
-    worker.crm.update(chat.linked_object, chat.linked_id, {pop_settings(worker.engine).opt_out_field: choice})
+    field = pop_settings(worker.engine).opt_out_field
+    while True:
+        worker.crm.update(chat.linked_object, chat.linked_id, {field: choice})
+        with reading(worker.engine) as conn:
+            latest = optout.latest_choice_for(conn, chat.linked_object, chat.linked_id)
+        if latest is None or latest == choice:
+            return
+        choice = latest
 
 
 def _finish(worker: "Worker", item: Item, note: str | None = None) -> None:
