@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 import os
 import resource
 import sys
@@ -131,6 +132,7 @@ def run(args: argparse.Namespace) -> None:
                 "writer_wall_ms_per_item": round(clock.wall * 1000 / max(clock.items, 1), 3),
                 "writer_cpu_ms_per_item": round(clock.cpu * 1000 / max(clock.items, 1), 3)}), flush=True)
     finally:
+        logging.disable()  # the Runtime's threads would report the server's going away as an outage
         if pg is not None:
             pg.destroy()
         os._exit(0)  # the Runtime's threads need not be stopped one by one
