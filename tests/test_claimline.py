@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import threading
 
-import pytest
-
 from crmconnector.sync.claimline import ClaimLine
 from tests.waiting import wait_for
 

@@ -404,7 +404,7 @@ def test_each_new_item_wakes_a_thread_of_its_own_that_claims_it_without_a_look(r
     its item and waits again. Only a thread whose wait timed out looks (a read) before claiming."""
     from crmconnector.sync.outbox import enqueue
     from crmconnector.sync.worker import Worker
-    from tests.conftest import sent_statements, sqlalchemy_statements
+    from tests.conftest import sent_statements
 
     runtime.intake.writer.run(lambda conn: [enqueue(conn, "chat_log", key) for key in ("a", "b", "c")])
     signal = runtime.outbox_signal
