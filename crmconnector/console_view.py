@@ -2,7 +2,9 @@
 
 The live stream sends whole snapshots rather than deltas, so a console that missed updates (a
 dropped connection, a restart) is made whole again by the next snapshot of each chat it hears of.
-An agent only ever gets the chats whose current agent they are.
+An agent only ever gets the chats whose current agent they are. Each snapshot carries a `version`
+(the newest console event id when it was read), so a console that gets two snapshots of one chat
+out of order (a request's answer overtaken by the stream) keeps the newer.
 """
 from __future__ import annotations
 
@@ -110,8 +112,14 @@ def _local_name(crm: CRMBackend, object_name: str, record_id: str) -> str | None
     return record.name if record else None
 
 
-def chat_snapshot(conn: Connection, crm: CRMBackend, row: Mapping[str, Any], new_record_object: str) -> dict[str, Any]:
-    """Everything the console shows for one chat."""
+def _version(conn: Connection) -> int:
+    """The newest console event id, read before the chat: the snapshot shows every change up to it."""
+    return int(conn.execute(select(func.max(console_events.c.id))).scalar() or 0)
+
+
+def chat_snapshot(conn: Connection, crm: CRMBackend, row: Mapping[str, Any], new_record_object: str,
+                  version: int) -> dict[str, Any]:
+    """Everything the console shows for one chat, as of `version` (or newer)."""
     linked = None
     if row["linked_id"]:
         records = row["match_records"] or []
@@ -130,7 +138,7 @@ def chat_snapshot(conn: Connection, crm: CRMBackend, row: Mapping[str, Any], new
         "screen_pop": row["screen_pop"], "linked": linked,
         "new_record": _new_record(row, crm, new_record_object) if outcome == "none" else None,
         "messages": _messages(conn, row["id"]), "transfers": _transfers(conn, row["id"]),
-        "crm": _crm_status(row, crm),
+        "crm": _crm_status(row, crm), "version": version,
     }
 
 
@@ -144,26 +152,28 @@ def agent_chats(engine: Engine, crm: CRMBackend, email: str) -> list[dict[str, A
     """The agent's current chats, oldest accepted first."""
     obj = pop_settings(engine).new_record_object
     with reading(engine) as conn:
+        version = _version(conn)
         rows = conn.execute(select(chats).where(_visible(email))
                             .order_by(chats.c.assigned_at.is_(None), chats.c.assigned_at, chats.c.created_at,
                                       chats.c.id)).mappings().all()
-        return [chat_snapshot(conn, crm, r, obj) for r in rows]
+        return [chat_snapshot(conn, crm, r, obj, version) for r in rows]
 
 
 def agent_chat(engine: Engine, crm: CRMBackend, email: str, chat_id: str) -> dict[str, Any] | None:
     """One chat, or None unless its current agent is `email`."""
     obj = pop_settings(engine).new_record_object
     with reading(engine) as conn:
+        version = _version(conn)
         row = conn.execute(select(chats).where(chats.c.id == chat_id)).mappings().first()
         if row is None or (row["agent_email"] or "").lower() != email.lower():
             return None
-        return chat_snapshot(conn, crm, row, obj)
+        return chat_snapshot(conn, crm, row, obj, version)
 
 
 def latest_event_id(engine: Engine) -> int:
     """The newest console event id: a console that loaded its chats now follows the stream from here."""
     with reading(engine) as conn:
-        return int(conn.execute(select(func.max(console_events.c.id))).scalar() or 0)
+        return _version(conn)
 
 
 def updates_after(engine: Engine, email: str, after_id: int, limit: int = 500) -> list[ConsoleUpdate]:

@@ -445,6 +445,21 @@ def test_a_chat_transferred_away_leaves_the_console(tom: Any, platform: Any) -> 
     assert tom.get("/api/agent/chats").json["chats"] == []
 
 
+def test_every_snapshot_and_removal_carries_a_version_no_older_than_its_event(tom: Any, platform: Any,
+                                                                            crm: Any) -> None:
+    """What lets the console keep the newer of two snapshots of one chat, whichever came last."""
+    other = crm.create("Contact", {"LastName": "Other", "Phone": "+14155550100"})
+    assign(platform, "100", TOM)
+    popped = stream_events(tom, 0)[-1]
+    assert popped["chat"]["version"] >= popped["id"] and popped["version"] == popped["chat"]["version"]
+    answer = tom.post("/api/agent/chats/100/link", json={"object": "Contact", "id": other}).json
+    told = stream_events(tom, popped["id"])[-1]
+    assert told["kind"] == "linked" and answer["chat"]["version"] >= told["id"]
+    platform.post("chat.transferred", transferred("ended", 60, "100", from_agent=TOM, to_agent=HUCK))
+    gone = stream_events(tom, told["id"])[-1]
+    assert gone["chat"] is None and gone["version"] == gone["id"] > answer["chat"]["version"]
+
+
 def test_a_last_event_id_beyond_the_log_starts_from_its_end(tom: Any, platform: Any) -> None:
     assign(platform, "100", TOM)
     newest = stream_events(tom, 0)[-1]["id"]

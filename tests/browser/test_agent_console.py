@@ -17,7 +17,7 @@ from crmconnector.store import chats
 from webapp import create_app
 from tests.browser.conftest import LiveServer, screenshot
 from tests.conftest import Platform
-from tests.chat_support import HUCK, TOM, assigned, ended, message, started
+from tests.chat_support import HUCK, TOM, assigned, ended, make_worker, message, started, tasks
 
 pytestmark = pytest.mark.browser
 NUMBER = "+14155550132"
@@ -210,3 +210,31 @@ def test_a_pop_missed_while_the_stream_was_down_appears_after_reconnecting(page:
     page.locator('[data-chat-id="501"]').click()
     assert page.locator(".pop-single .record-name").inner_text() == "Becky Thatcher"
     assert page.evaluate("window.__loadedOnce") is True
+
+
+def test_a_relink_response_never_undoes_a_newer_live_status(page: Any, live_factory: Callable[..., Any]) -> None:
+    """The link response is held back until the re-posted chat log's live update was shown: the
+    console keeps the newer state instead of going back to "pending"."""
+    live = live_factory(background=False)  # the outbox runs only when the test says so
+    live.crm.create("Contact", {"FirstName": "Becky", "LastName": "Thatcher", "Phone": NUMBER})
+    lead = live.crm.create("Lead", {"FirstName": "Huck", "LastName": "Finn", "Company": "Raft Tours",
+                                    "MobilePhone": NUMBER})
+    sign_in(page, live, TOM)
+    assign_chat(live, "2418", TOM)
+    assert live.post("chat.ended", ended(120, "2418")).status_code == 202
+    make_worker(live.runtime).run_once()
+    page.locator(".crm-status.status-posted").wait_for()
+    held: list[Any] = []
+    page.route("**/api/agent/chats/2418/link", lambda route: held.append((route, route.fetch())))
+    page.locator(".pop-multiple input[type=radio]").nth(1).check()
+    page.get_by_role("button", name="Link chat to the selected record").click()
+    page.locator(".crm-status.status-pending").wait_for()  # the link was made: its live update came
+    assert len(held) == 1
+    make_worker(live.runtime).run_once()  # the Task moves to the Lead
+    page.locator(".crm-status.status-posted").wait_for()
+    route, response = held[0]
+    route.fulfill(response=response)  # the answer to the link request, older than what is shown
+    page.get_by_text("Linked to Huck Finn.").wait_for()
+    assert page.locator(".crm-status").get_attribute("class") == "crm-status status-posted"
+    assert page.locator(".linked-name").inner_text() == "Huck Finn"
+    assert tasks(live.crm, "2418")[0].fields["WhoId"] == lead
