@@ -327,6 +327,28 @@ def test_a_record_saved_from_the_new_record_pop_is_linked_to_the_chat(tom: Any, 
     assert [t.fields["WhoId"] for t in tasks(crm, "2415")] == [record_id]
 
 
+def test_a_case_as_the_new_record_object_is_linked_and_becomes_the_chat_logs_what(tom: Any, platform: Any,
+                                                                                   crm: Any, runtime: Any) -> None:
+    """The console's form and the new-record pop link a Case like the other objects."""
+    from crmconnector.preferences import save_pop_settings
+
+    save_pop_settings(runtime.engine, {"new_record_object": "Case"})
+    assign(platform, "2415", TOM)
+    made = tom.post("/api/agent/chats/2415/records", json={"object": "Case", "fields": {"Subject": "Quote"}})
+    assert made.status_code == 201 and made.json["linked"] is True
+    case_id = made.json["record"]["id"]
+    assert linked(runtime, "2415") == ("Case", case_id) and made.json["chat"]["linked"]["object"] == "Case"
+    platform.post("chat.ended", ended(60, "2415"))
+    make_worker(runtime).run_once()
+    assert [(t.fields["WhoId"], t.fields["WhatId"]) for t in tasks(crm, "2415")] == [(None, case_id)]
+    assign(platform, "2416", TOM, "+14155550199")
+    html, token = new_record_page_form(tom, tom.get("/api/agent/chats/2416").json["screen_pop"]["url"])
+    saved = tom.post("/crm/Case/new", data={"csrf": token, "chat_id": "2416", "Subject": "Fence",
+                                            "SuppliedPhone": "+14155550199"})
+    assert saved.status_code == 302
+    assert linked(runtime, "2416") == ("Case", saved.headers["Location"].rsplit("/", 1)[1])
+
+
 def test_the_new_record_pop_links_only_the_agents_own_chat(tom: Any, platform: Any, crm: Any,
                                                           runtime: Any) -> None:
     assign(platform, "2415", HUCK)
@@ -345,7 +367,7 @@ def test_the_new_record_pop_links_only_the_agents_own_chat(tom: Any, platform: A
 
 
 @pytest.mark.parametrize("body, field", [({"id": "003000000000000AAA"}, "object"), ({"object": "Contact"}, "id"),
-                                         ({"object": "Case", "id": "500000000000000AAA"}, "object"),
+                                         ({"object": "Task", "id": "00T000000000000AAA"}, "object"),
                                          ({"object": ["Contact"], "id": 5}, "object")])
 def test_a_bad_link_body_is_a_400_naming_the_field(tom: Any, platform: Any, body: dict, field: str) -> None:
     assign(platform, "2415", TOM)

@@ -173,7 +173,7 @@ PATHS.update({
         "parameters": _CHAT_ID,
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "required": ["object", "id"],
-            "properties": {"object": {"type": "string", "enum": ["Contact", "Lead", "Account"]},
+            "properties": {"object": {"type": "string", "enum": ["Contact", "Lead", "Account", "Case"]},
                            "id": {"type": "string"}}}}}},
         "responses": {"200": _json("{\"chat_id\", \"linked_record\": {\"object\", \"id\", \"name\"}, \"chat\"}"),
                       **_errors(400, 401, 404), "403": _json("cross-site request", ERROR),

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 import pytest
 from sqlalchemy import select
 
+from crmconnector.preferences import save_pop_settings
 from crmconnector.runtime import Runtime
 from crmconnector.store import chats
 from webapp import create_app
@@ -238,3 +239,22 @@ def test_a_relink_response_never_undoes_a_newer_live_status(page: Any, live_fact
     assert page.locator(".crm-status").get_attribute("class") == "crm-status status-posted"
     assert page.locator(".linked-name").inner_text() == "Huck Finn"
     assert tasks(live.crm, "2418")[0].fields["WhoId"] == lead
+
+
+def test_no_match_with_case_as_the_new_record_object_creates_and_links_the_case(page: Any,
+                                                                                 live: LiveServer) -> None:
+    save_pop_settings(live.runtime.engine, {"new_record_object": "Case"})
+    sign_in(page, live, TOM)
+    assign_chat(live, "2419", TOM)
+    form = page.get_by_role("form", name="New Case")
+    form.wait_for()
+    assert form.get_by_label("SuppliedPhone").input_value() == NUMBER
+    form.get_by_label("Subject").fill("Fence quote by SMS")
+    form.get_by_role("button", name="Create Case and link").click()
+    page.get_by_text("Case created and linked.").wait_for()
+    cases = live.crm.find("Case", "Subject", ["Fence quote by SMS"])
+    assert len(cases) == 1 and linked(live, "2419") == ("Case", cases[0].id)
+    assert page.locator(".linked .tag").inner_text() == "Case"
+    assert live.post("chat.ended", ended(120, "2419")).status_code == 202
+    task = wait_until(lambda: tasks(live.crm, "2419"))[0]
+    assert task.fields["WhatId"] == cases[0].id and task.fields["WhoId"] is None
