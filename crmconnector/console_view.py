@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping
+from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, Engine, and_, func, or_, select
 
@@ -55,12 +56,21 @@ def _display(number: str | None) -> str:
         return number
 
 
+def _web_url(url: Any) -> str | None:
+    """The URL when the console may link to it (http or https with a host); None for any other scheme
+    (javascript:, data:...), which the console shows as text, as the chat log refuses to fetch it."""
+    if not isinstance(url, str):
+        return None
+    parts = urlsplit(url)
+    return url if parts.scheme.lower() in ("http", "https") and parts.netloc and url == url.strip() else None
+
+
 def _media_json(items: Iterable[Mapping[str, Any]], stored: Mapping[int, Mapping[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for position, item in enumerate(items or ()):
         kind = str(item.get("content_type") or "").split(";")[0].strip().lower()
         fetched = stored.get(position, {})
-        out.append({"url": item.get("url"), "filename": item.get("filename") or item.get("url"),
+        out.append({"url": _web_url(item.get("url")), "filename": item.get("filename") or item.get("url"),
                     "content_type": kind or None, "is_image": kind in IMAGE_TYPES,
                     "status": fetched.get("status"), "reason": fetched.get("reason")})
     return out

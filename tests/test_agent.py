@@ -433,6 +433,16 @@ def test_new_records_for_another_agents_chat_are_refused(tom: Any, platform: Any
     assert crm.find("Contact", "Phone", [NUMBER]) == []
 
 
+def test_the_snapshot_gives_only_web_addresses_as_media_urls(tom: Any, platform: Any) -> None:
+    assign(platform, "100", TOM)
+    urls = ["javascript:alert(1)", "data:text/html,<b>x</b>", "//media.example/a.png", "https://media.example/a.png",
+            "HTTP://media.example/b.png"]
+    platform.post("chat.message", message("m1", "consumer", "see", 20, "100", media=[{"url": u} for u in urls]))
+    media = tom.get("/api/agent/chats/100").json["messages"][0]["media"]
+    assert [m["url"] for m in media] == [None, None, None, urls[3], urls[4]]
+    assert [m["filename"] for m in media] == urls  # still named, as text
+
+
 # -- the stream -----------------------------------------------------------------------------------------
 
 def test_the_stream_catches_up_after_last_event_id(tom: Any, platform: Any) -> None:

@@ -258,3 +258,21 @@ def test_no_match_with_case_as_the_new_record_object_creates_and_links_the_case(
     assert live.post("chat.ended", ended(120, "2419")).status_code == 202
     task = wait_until(lambda: tasks(live.crm, "2419"))[0]
     assert task.fields["WhatId"] == cases[0].id and task.fields["WhoId"] is None
+
+
+def test_media_that_is_not_http_is_shown_as_text_never_as_a_link(page: Any, live: LiveServer) -> None:
+    sign_in(page, live, TOM)
+    assign_chat(live, "2420", TOM)
+    media = [{"url": "javascript:alert(document.cookie)", "content_type": "text/plain"},
+             {"url": "data:image/png;base64,iVBORw0KGgo=", "content_type": "image/png", "filename": "pic.png"},
+             {"url": " JavaScript:alert(1)", "content_type": "text/plain", "filename": "spaced.txt"},
+             {"url": "https://media.example/fence.pdf", "content_type": "application/pdf", "filename": "fence.pdf"}]
+    assert live.post("chat.message", message("m1", "consumer", "See these", 20, "2420",
+                                              media=media)).status_code == 200
+    box = page.locator(".msg-consumer .media")
+    box.wait_for()
+    assert box.locator("a").evaluate_all("links => links.map(a => a.getAttribute('href'))") == [
+        "https://media.example/fence.pdf"]
+    assert box.locator("img").count() == 0
+    assert box.locator(".file-unlinked").all_inner_texts() == [
+        "javascript:alert(document.cookie)", "pic.png", "spaced.txt"]

@@ -224,8 +224,14 @@
     return line;
   }
 
+  // Only web addresses become links: a javascript: or data: URL would run or show in our page.
+  var WEB_URL = /^https?:\/\/[^\/\s]/i;
+
   function media(item) {
     var label = item.filename || item.url;
+    if (!WEB_URL.test(item.url || "")) {
+      return h("span", {"class": "file file-unlinked", text: label || "media"});
+    }
     if (item.is_image) {
       return h("a", {href: item.url, target: "_blank", rel: "noopener noreferrer", "class": "thumb"},
         h("img", {src: item.url, alt: label, loading: "lazy", referrerpolicy: "no-referrer"}));
