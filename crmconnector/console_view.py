@@ -13,10 +13,11 @@ from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping
 from urllib.parse import urlsplit
 
-from sqlalchemy import Connection, Engine, and_, func, or_, select
+from sqlalchemy import Connection, Engine, RowMapping, and_, func, or_, select
 
-from crmconnector.crm.base import CRMBackend
 from crmconnector.chats import new_record_fields
+from crmconnector.chatstate import ChatState, agent_label, assignments_from
+from crmconnector.crm.base import CRMBackend
 from crmconnector.matching import international
 from crmconnector.preferences import pop_settings
 from crmconnector.store import chat_activity, chat_media, chat_messages, chats, console_events, reading, utcnow
@@ -76,7 +77,9 @@ def _media_json(items: Iterable[Mapping[str, Any]], stored: Mapping[int, Mapping
     return out
 
 
-def _messages(conn: Connection, chat_id: str) -> list[dict[str, Any]]:
+def _messages(conn: Connection, chat_id: str, held_by: ChatState) -> list[dict[str, Any]]:
+    """The chat's messages; an agent's is named as the chat log names it: by the event's `agent`, else
+    by the agent who held the chat when it was sent (`held_by`)."""
     rows = conn.execute(select(chat_messages).where(chat_messages.c.chat_id == chat_id)
                         .order_by(chat_messages.c.sent_at, chat_messages.c.message_id).limit(MAX_MESSAGES)
                         ).mappings().all()
@@ -85,15 +88,23 @@ def _messages(conn: Connection, chat_id: str) -> list[dict[str, Any]]:
     for m in media_rows:
         media.setdefault(m["message_id"], {})[m["position"]] = dict(m)
     return [{"id": r["message_id"], "sender": r["sender"], "text": r["text"] or "", "sent_at": _iso(r["sent_at"]),
-             "agent_name": (r["agent"] or {}).get("name") if isinstance(r["agent"], dict) else None,
+             "agent_name": _agent_name(r, held_by) if r["sender"] == "agent" else None,
              "media": _media_json(r["media"] or [], media.get(r["message_id"], {}))} for r in rows]
 
 
-def _transfers(conn: Connection, chat_id: str) -> list[dict[str, Any]]:
-    rows = conn.execute(select(chat_activity).where(chat_activity.c.chat_id == chat_id,
-                                                    chat_activity.c.kind != "assigned")
-                        .order_by(chat_activity.c.at)).mappings().all()
-    return [{"kind": r["kind"], "at": _iso(r["at"]), "data": r["data"]} for r in rows]
+def _agent_name(message: RowMapping, held_by: ChatState) -> str | None:
+    agent = message["agent"] if isinstance(message["agent"], dict) else None
+    return agent_label(agent) or agent_label(held_by.agent_at(message["sent_at"])) or None
+
+
+def _activity(conn: Connection, chat_id: str) -> list[RowMapping]:
+    """The chat's assignments and transfers, oldest first."""
+    return list(conn.execute(select(chat_activity).where(chat_activity.c.chat_id == chat_id)
+                             .order_by(chat_activity.c.at)).mappings().all())
+
+
+def _transfers(activity: Iterable[RowMapping]) -> list[dict[str, Any]]:
+    return [{"kind": r["kind"], "at": _iso(r["at"]), "data": r["data"]} for r in activity if r["kind"] != "assigned"]
 
 
 def _crm_status(row: Mapping[str, Any], crm: CRMBackend) -> dict[str, Any]:
@@ -138,6 +149,8 @@ def chat_snapshot(conn: Connection, crm: CRMBackend, row: Mapping[str, Any], new
         linked = {"object": row["linked_object"], "id": row["linked_id"], "name": name,
                   "url": crm.record_url(row["linked_object"], row["linked_id"])}
     outcome = row["match_outcome"]
+    activity = _activity(conn, row["id"])
+    held_by = ChatState(row, assignments=tuple(assignments_from(activity)))
     return {
         "id": row["id"], "direction": row["direction"], "consumer_number": row["consumer_number"],
         "consumer_display": _display(row["consumer_number"]), "queue": row["queue_name"], "lang": row["lang"],
@@ -147,7 +160,7 @@ def chat_snapshot(conn: Connection, crm: CRMBackend, row: Mapping[str, Any], new
         "match": {"outcome": outcome, "records": row["match_records"] or []},
         "screen_pop": row["screen_pop"], "linked": linked,
         "new_record": _new_record(row, crm, new_record_object) if outcome == "none" else None,
-        "messages": _messages(conn, row["id"]), "transfers": _transfers(conn, row["id"]),
+        "messages": _messages(conn, row["id"], held_by), "transfers": _transfers(activity),
         "crm": _crm_status(row, crm), "version": version,
     }
 

@@ -443,6 +443,26 @@ def test_the_snapshot_gives_only_web_addresses_as_media_urls(tom: Any, platform:
     assert [m["filename"] for m in media] == urls  # still named, as text
 
 
+def test_agent_messages_are_named_as_in_the_chat_log(app: Any, tom: Any, platform: Any, crm: Any,
+                                                    runtime: Any) -> None:
+    """Without an `agent` in the event, the agent who held the chat when it was sent, as the Task says."""
+    assign(platform, "100", TOM)
+    platform.post("chat.message", message("m1", "agent", "Tom here", 20, "100"))
+    platform.post("chat.message", message("m2", "agent", "Amy here", 30, "100",
+                                          agent={"id": "9", "email": "amy@x.test"}))
+    platform.post("chat.transferred", transferred("ended", 40, "100", from_agent=TOM, to_agent=HUCK))
+    platform.post("chat.message", message("m3", "agent", "Huck here", 50, "100"))
+    platform.post("chat.ended", ended(60, "100"))
+    make_worker(runtime).run_once()
+    description = tasks(crm, "100")[0].fields["Description"]
+    huck = app.test_client()  # the chat is Huck's now
+    assert huck.get(sign_in_path(runtime, HUCK["email"], HUCK["name"])).status_code == 302
+    names = [m["agent_name"] for m in huck.get("/api/agent/chats/100").json["messages"]]
+    assert names == ["Tom Sawyer", "amy@x.test", "Huck Finn"]
+    assert all(f"Agent {name}: {text}" in description
+               for name, text in zip(names, ["Tom here", "Amy here", "Huck here"]))
+
+
 # -- the stream -----------------------------------------------------------------------------------------
 
 def test_the_stream_catches_up_after_last_event_id(tom: Any, platform: Any) -> None:

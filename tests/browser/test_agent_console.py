@@ -276,3 +276,14 @@ def test_media_that_is_not_http_is_shown_as_text_never_as_a_link(page: Any, live
     assert box.locator("img").count() == 0
     assert box.locator(".file-unlinked").all_inner_texts() == [
         "javascript:alert(document.cookie)", "pic.png", "spaced.txt"]
+
+
+def test_an_agent_message_without_its_agent_is_named_as_in_the_chat_log(page: Any, live: LiveServer) -> None:
+    sign_in(page, live, TOM)
+    assign_chat(live, "2421", TOM)
+    assert live.post("chat.message", message("m1", "agent", "Hello, Tom here.", 30, "2421")).status_code == 200
+    page.get_by_text("Hello, Tom here.").wait_for()
+    assert page.locator(".msg-agent .meta strong").inner_text() == "Agent Tom Sawyer"
+    assert live.post("chat.ended", ended(120, "2421")).status_code == 202
+    task = wait_until(lambda: tasks(live.crm, "2421"))[0]
+    assert "Agent Tom Sawyer: Hello, Tom here." in task.fields["Description"]
