@@ -287,3 +287,15 @@ def test_an_agent_message_without_its_agent_is_named_as_in_the_chat_log(page: An
     assert live.post("chat.ended", ended(120, "2421")).status_code == 202
     task = wait_until(lambda: tasks(live.crm, "2421"))[0]
     assert "Agent Tom Sawyer: Hello, Tom here." in task.fields["Description"]
+
+
+def test_the_brand_link_leads_back_to_the_console_and_nothing_is_missing(page: Any, live: LiveServer) -> None:
+    missing: list[str] = []
+    page.on("response", lambda response: missing.append(response.url) if response.status >= 400 else None)
+    sign_in(page, live, TOM)
+    page.get_by_role("link", name="crmconnector").click()
+    page.wait_for_url(f"{live.url}/agent")
+    page.get_by_text("Signed in as Tom Sawyer").wait_for()
+    icon = page.evaluate("fetch('/favicon.ico').then(r => r.ok && r.headers.get('Content-Type').split(';')[0])")
+    assert icon == "image/svg+xml"
+    assert missing == []
