@@ -16,7 +16,9 @@ from crmconnector.crm.errors import CRMRejected
 from crmconnector.store import chats, utcnow
 from crmconnector.sync.outbox import enqueue, queue_chat_log
 
-LINKABLE_OBJECTS = ("Contact", "Lead", "Account")
+# What a chat log can attach to: the Task's WhoId (Contact, Lead) or WhatId (Account, Case). A Case is
+# what the console creates when the admin chose it as the new-record object.
+LINKABLE_OBJECTS = ("Contact", "Lead", "Account", "Case")
 
 
 class LinkError(Exception):

@@ -327,6 +327,28 @@ def test_a_record_saved_from_the_new_record_pop_is_linked_to_the_chat(tom: Any, 
     assert [t.fields["WhoId"] for t in tasks(crm, "2415")] == [record_id]
 
 
+def test_a_case_as_the_new_record_object_is_linked_and_becomes_the_chat_logs_what(tom: Any, platform: Any,
+                                                                                   crm: Any, runtime: Any) -> None:
+    """The console's form and the new-record pop link a Case like the other objects."""
+    from crmconnector.preferences import save_pop_settings
+
+    save_pop_settings(runtime.engine, {"new_record_object": "Case"})
+    assign(platform, "2415", TOM)
+    made = tom.post("/api/agent/chats/2415/records", json={"object": "Case", "fields": {"Subject": "Quote"}})
+    assert made.status_code == 201 and made.json["linked"] is True
+    case_id = made.json["record"]["id"]
+    assert linked(runtime, "2415") == ("Case", case_id) and made.json["chat"]["linked"]["object"] == "Case"
+    platform.post("chat.ended", ended(60, "2415"))
+    make_worker(runtime).run_once()
+    assert [(t.fields["WhoId"], t.fields["WhatId"]) for t in tasks(crm, "2415")] == [(None, case_id)]
+    assign(platform, "2416", TOM, "+14155550199")
+    html, token = new_record_page_form(tom, tom.get("/api/agent/chats/2416").json["screen_pop"]["url"])
+    saved = tom.post("/crm/Case/new", data={"csrf": token, "chat_id": "2416", "Subject": "Fence",
+                                            "SuppliedPhone": "+14155550199"})
+    assert saved.status_code == 302
+    assert linked(runtime, "2416") == ("Case", saved.headers["Location"].rsplit("/", 1)[1])
+
+
 def test_the_new_record_pop_links_only_the_agents_own_chat(tom: Any, platform: Any, crm: Any,
                                                           runtime: Any) -> None:
     assign(platform, "2415", HUCK)
@@ -345,7 +367,7 @@ def test_the_new_record_pop_links_only_the_agents_own_chat(tom: Any, platform: A
 
 
 @pytest.mark.parametrize("body, field", [({"id": "003000000000000AAA"}, "object"), ({"object": "Contact"}, "id"),
-                                         ({"object": "Case", "id": "500000000000000AAA"}, "object"),
+                                         ({"object": "Task", "id": "00T000000000000AAA"}, "object"),
                                          ({"object": ["Contact"], "id": 5}, "object")])
 def test_a_bad_link_body_is_a_400_naming_the_field(tom: Any, platform: Any, body: dict, field: str) -> None:
     assign(platform, "2415", TOM)
@@ -429,6 +451,36 @@ def test_new_records_for_another_agents_chat_are_refused(tom: Any, platform: Any
     assert crm.find("Contact", "Phone", [NUMBER]) == []
 
 
+def test_the_snapshot_gives_only_web_addresses_as_media_urls(tom: Any, platform: Any) -> None:
+    assign(platform, "100", TOM)
+    urls = ["javascript:alert(1)", "data:text/html,<b>x</b>", "//media.example/a.png", "https://media.example/a.png",
+            "HTTP://media.example/b.png"]
+    platform.post("chat.message", message("m1", "consumer", "see", 20, "100", media=[{"url": u} for u in urls]))
+    media = tom.get("/api/agent/chats/100").json["messages"][0]["media"]
+    assert [m["url"] for m in media] == [None, None, None, urls[3], urls[4]]
+    assert [m["filename"] for m in media] == urls  # still named, as text
+
+
+def test_agent_messages_are_named_as_in_the_chat_log(app: Any, tom: Any, platform: Any, crm: Any,
+                                                    runtime: Any) -> None:
+    """Without an `agent` in the event, the agent who held the chat when it was sent, as the Task says."""
+    assign(platform, "100", TOM)
+    platform.post("chat.message", message("m1", "agent", "Tom here", 20, "100"))
+    platform.post("chat.message", message("m2", "agent", "Amy here", 30, "100",
+                                          agent={"id": "9", "email": "amy@x.test"}))
+    platform.post("chat.transferred", transferred("ended", 40, "100", from_agent=TOM, to_agent=HUCK))
+    platform.post("chat.message", message("m3", "agent", "Huck here", 50, "100"))
+    platform.post("chat.ended", ended(60, "100"))
+    make_worker(runtime).run_once()
+    description = tasks(crm, "100")[0].fields["Description"]
+    huck = app.test_client()  # the chat is Huck's now
+    assert huck.get(sign_in_path(runtime, HUCK["email"], HUCK["name"])).status_code == 302
+    names = [m["agent_name"] for m in huck.get("/api/agent/chats/100").json["messages"]]
+    assert names == ["Tom Sawyer", "amy@x.test", "Huck Finn"]
+    assert all(f"Agent {name}: {text}" in description
+               for name, text in zip(names, ["Tom here", "Amy here", "Huck here"]))
+
+
 # -- the stream -----------------------------------------------------------------------------------------
 
 def test_the_stream_catches_up_after_last_event_id(tom: Any, platform: Any) -> None:
@@ -461,6 +513,21 @@ def test_a_chat_transferred_away_leaves_the_console(tom: Any, platform: Any) -> 
     events = stream_events(tom, start)
     assert events and events[-1]["chat_id"] == "100" and events[-1]["chat"] is None
     assert tom.get("/api/agent/chats").json["chats"] == []
+
+
+def test_every_snapshot_and_removal_carries_a_version_no_older_than_its_event(tom: Any, platform: Any,
+                                                                            crm: Any) -> None:
+    """What lets the console keep the newer of two snapshots of one chat, whichever came last."""
+    other = crm.create("Contact", {"LastName": "Other", "Phone": "+14155550100"})
+    assign(platform, "100", TOM)
+    popped = stream_events(tom, 0)[-1]
+    assert popped["chat"]["version"] >= popped["id"] and popped["version"] == popped["chat"]["version"]
+    answer = tom.post("/api/agent/chats/100/link", json={"object": "Contact", "id": other}).json
+    told = stream_events(tom, popped["id"])[-1]
+    assert told["kind"] == "linked" and answer["chat"]["version"] >= told["id"]
+    platform.post("chat.transferred", transferred("ended", 60, "100", from_agent=TOM, to_agent=HUCK))
+    gone = stream_events(tom, told["id"])[-1]
+    assert gone["chat"] is None and gone["version"] == gone["id"] > answer["chat"]["version"]
 
 
 def test_a_last_event_id_beyond_the_log_starts_from_its_end(tom: Any, platform: Any) -> None:

@@ -34,9 +34,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     app.jinja_env.filters["object_for_id"] = lambda value: object_for_id(value) or "Account"
 
-    from webapp import callbacks, crm_pages, health, openapi
+    from webapp import callbacks, crm_pages, health, home, openapi
 
-    for module in (callbacks, health, crm_pages, openapi):
+    for module in (callbacks, health, crm_pages, openapi, home):
         app.register_blueprint(module.bp)
     _register_optional(app)
     app.wsgi_app = callbacks.CallbackFastPath(app)  # type: ignore[method-assign]

@@ -283,7 +283,10 @@ def stream(agent: agents.Agent) -> Any:
                     last = update.id
                     continue
                 chat = console_view.agent_chat(runtime.engine, runtime.crm, agent.email, update.chat_id)
-                yield _sse("chat", {"kind": update.kind, "chat_id": update.chat_id, "chat": chat}, update.id)
+                # A chat no longer the agent's has no snapshot: its version is the event that said so.
+                version = chat["version"] if chat else update.id
+                yield _sse("chat", {"kind": update.kind, "chat_id": update.chat_id, "chat": chat,
+                                    "version": version}, update.id)
                 last = update.id
                 quiet_since = time.monotonic()
             if closing.is_set() or time.monotonic() >= deadline:

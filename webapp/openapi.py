@@ -173,7 +173,7 @@ PATHS.update({
         "parameters": _CHAT_ID,
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "required": ["object", "id"],
-            "properties": {"object": {"type": "string", "enum": ["Contact", "Lead", "Account"]},
+            "properties": {"object": {"type": "string", "enum": ["Contact", "Lead", "Account", "Case"]},
                            "id": {"type": "string"}}}}}},
         "responses": {"200": _json("{\"chat_id\", \"linked_record\": {\"object\", \"id\", \"name\"}, \"chat\"}"),
                       **_errors(400, 401, 404), "403": _json("cross-site request", ERROR),
@@ -188,6 +188,10 @@ PATHS.update({
         "responses": {"201": _json("{\"record\": {\"object\", \"id\", \"url\"}, \"linked\": true, \"chat\"}"),
                       **_errors(400, 401, 404), "403": _json("cross-site request", ERROR),
                       "415": _json("not JSON", ERROR)}}},
+    "/": {"get": {"summary": "Where the agent console and admin pages are; a signed-in agent or admin goes to theirs",
+                  "responses": {"200": _HTML, "302": {"description": "signed in: to /agent or /admin"}}}},
+    "/favicon.ico": {"get": {"summary": "The site's icon",
+                             "responses": {"301": {"description": "to /static/favicon.svg"}}}},
     "/admin/sign-in": {
         "get": {"summary": "Admin sign-in page", "responses": {"200": _HTML, "302": {"description": "signed in"}}},
         "post": {"summary": "Sign in with the admin token", "requestBody": _form("token"),

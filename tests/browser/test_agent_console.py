@@ -12,12 +12,13 @@ from typing import Any, Callable, Iterator
 import pytest
 from sqlalchemy import select
 
+from crmconnector.preferences import save_pop_settings
 from crmconnector.runtime import Runtime
 from crmconnector.store import chats
 from webapp import create_app
 from tests.browser.conftest import LiveServer, screenshot
 from tests.conftest import Platform
-from tests.chat_support import HUCK, TOM, assigned, ended, message, started
+from tests.chat_support import HUCK, TOM, assigned, ended, make_worker, message, started, tasks
 
 pytestmark = pytest.mark.browser
 NUMBER = "+14155550132"
@@ -210,3 +211,91 @@ def test_a_pop_missed_while_the_stream_was_down_appears_after_reconnecting(page:
     page.locator('[data-chat-id="501"]').click()
     assert page.locator(".pop-single .record-name").inner_text() == "Becky Thatcher"
     assert page.evaluate("window.__loadedOnce") is True
+
+
+def test_a_relink_response_never_undoes_a_newer_live_status(page: Any, live_factory: Callable[..., Any]) -> None:
+    """The link response is held back until the re-posted chat log's live update was shown: the
+    console keeps the newer state instead of going back to "pending"."""
+    live = live_factory(background=False)  # the outbox runs only when the test says so
+    live.crm.create("Contact", {"FirstName": "Becky", "LastName": "Thatcher", "Phone": NUMBER})
+    lead = live.crm.create("Lead", {"FirstName": "Huck", "LastName": "Finn", "Company": "Raft Tours",
+                                    "MobilePhone": NUMBER})
+    sign_in(page, live, TOM)
+    assign_chat(live, "2418", TOM)
+    assert live.post("chat.ended", ended(120, "2418")).status_code == 202
+    make_worker(live.runtime).run_once()
+    page.locator(".crm-status.status-posted").wait_for()
+    held: list[Any] = []
+    page.route("**/api/agent/chats/2418/link", lambda route: held.append((route, route.fetch())))
+    page.locator(".pop-multiple input[type=radio]").nth(1).check()
+    page.get_by_role("button", name="Link chat to the selected record").click()
+    page.locator(".crm-status.status-pending").wait_for()  # the link was made: its live update came
+    assert len(held) == 1
+    make_worker(live.runtime).run_once()  # the Task moves to the Lead
+    page.locator(".crm-status.status-posted").wait_for()
+    route, response = held[0]
+    route.fulfill(response=response)  # the answer to the link request, older than what is shown
+    page.get_by_text("Linked to Huck Finn.").wait_for()
+    assert page.locator(".crm-status").get_attribute("class") == "crm-status status-posted"
+    assert page.locator(".linked-name").inner_text() == "Huck Finn"
+    assert tasks(live.crm, "2418")[0].fields["WhoId"] == lead
+
+
+def test_no_match_with_case_as_the_new_record_object_creates_and_links_the_case(page: Any,
+                                                                                 live: LiveServer) -> None:
+    save_pop_settings(live.runtime.engine, {"new_record_object": "Case"})
+    sign_in(page, live, TOM)
+    assign_chat(live, "2419", TOM)
+    form = page.get_by_role("form", name="New Case")
+    form.wait_for()
+    assert form.get_by_label("SuppliedPhone").input_value() == NUMBER
+    form.get_by_label("Subject").fill("Fence quote by SMS")
+    form.get_by_role("button", name="Create Case and link").click()
+    page.get_by_text("Case created and linked.").wait_for()
+    cases = live.crm.find("Case", "Subject", ["Fence quote by SMS"])
+    assert len(cases) == 1 and linked(live, "2419") == ("Case", cases[0].id)
+    assert page.locator(".linked .tag").inner_text() == "Case"
+    assert live.post("chat.ended", ended(120, "2419")).status_code == 202
+    task = wait_until(lambda: tasks(live.crm, "2419"))[0]
+    assert task.fields["WhatId"] == cases[0].id and task.fields["WhoId"] is None
+
+
+def test_media_that_is_not_http_is_shown_as_text_never_as_a_link(page: Any, live: LiveServer) -> None:
+    sign_in(page, live, TOM)
+    assign_chat(live, "2420", TOM)
+    media = [{"url": "javascript:alert(document.cookie)", "content_type": "text/plain"},
+             {"url": "data:image/png;base64,iVBORw0KGgo=", "content_type": "image/png", "filename": "pic.png"},
+             {"url": " JavaScript:alert(1)", "content_type": "text/plain", "filename": "spaced.txt"},
+             {"url": "https://media.example/fence.pdf", "content_type": "application/pdf", "filename": "fence.pdf"}]
+    assert live.post("chat.message", message("m1", "consumer", "See these", 20, "2420",
+                                              media=media)).status_code == 200
+    box = page.locator(".msg-consumer .media")
+    box.wait_for()
+    assert box.locator("a").evaluate_all("links => links.map(a => a.getAttribute('href'))") == [
+        "https://media.example/fence.pdf"]
+    assert box.locator("img").count() == 0
+    assert box.locator(".file-unlinked").all_inner_texts() == [
+        "javascript:alert(document.cookie)", "pic.png", "spaced.txt"]
+
+
+def test_an_agent_message_without_its_agent_is_named_as_in_the_chat_log(page: Any, live: LiveServer) -> None:
+    sign_in(page, live, TOM)
+    assign_chat(live, "2421", TOM)
+    assert live.post("chat.message", message("m1", "agent", "Hello, Tom here.", 30, "2421")).status_code == 200
+    page.get_by_text("Hello, Tom here.").wait_for()
+    assert page.locator(".msg-agent .meta strong").inner_text() == "Agent Tom Sawyer"
+    assert live.post("chat.ended", ended(120, "2421")).status_code == 202
+    task = wait_until(lambda: tasks(live.crm, "2421"))[0]
+    assert "Agent Tom Sawyer: Hello, Tom here." in task.fields["Description"]
+
+
+def test_the_brand_link_leads_back_to_the_console_and_nothing_is_missing(page: Any, live: LiveServer) -> None:
+    missing: list[str] = []
+    page.on("response", lambda response: missing.append(response.url) if response.status >= 400 else None)
+    sign_in(page, live, TOM)
+    page.get_by_role("link", name="crmconnector").click()
+    page.wait_for_url(f"{live.url}/agent")
+    page.get_by_text("Signed in as Tom Sawyer").wait_for()
+    icon = page.evaluate("fetch('/favicon.ico').then(r => r.ok && r.headers.get('Content-Type').split(';')[0])")
+    assert icon == "image/svg+xml"
+    assert missing == []

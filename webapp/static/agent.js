@@ -5,6 +5,7 @@
 
   var initial = JSON.parse(document.getElementById("console-initial").textContent);
   var chats = {};            // chat id -> snapshot
+  var versions = {};         // chat id -> version of the newest snapshot (or removal) taken
   var selected = initial.selected || null;
   var lastId = initial.last_event_id || 0;
   var seenKey = "crmconnector.seen." + initial.agent.email;
@@ -94,6 +95,16 @@
     return n ? h("p", {"class": n.bad ? "error" : "ok", role: n.bad ? "alert" : "status", text: n.text}) : null;
   }
 
+  // Snapshots reach us by the stream and by request answers, which can overtake each other:
+  // take one only if it is at least as new as what we have (a removal counts too).
+  function take(chatId, chat, version) {
+    version = version || 0;
+    if (version < (versions[chatId] || 0)) { return false; }
+    versions[chatId] = version;
+    if (chat) { chats[chatId] = chat; } else { delete chats[chatId]; }
+    return true;
+  }
+
   function post(url, body) {
     return fetch(url, {method: "POST", credentials: "same-origin",
                        headers: {"Content-Type": "application/json", "Accept": "application/json"},
@@ -114,7 +125,7 @@
     renderDetail();
     post("/api/agent/chats/" + encodeURIComponent(chat.id) + "/link", {object: objectName, id: recordId})
       .then(function (data) {
-        if (data.chat) { chats[chat.id] = data.chat; }
+        if (data.chat) { take(chat.id, data.chat, data.chat.version); }
         notices[chat.id] = {text: "Linked to " + (what || data.linked_record.name || recordId) + ".", bad: false};
         render();
       })
@@ -173,7 +184,7 @@
       notices[chat.id] = {text: "Creating…", bad: false};
       post("/api/agent/chats/" + encodeURIComponent(chat.id) + "/records", {object: nr.object, fields: fields})
         .then(function (data) {
-          if (data.chat) { chats[chat.id] = data.chat; }
+          if (data.chat) { take(chat.id, data.chat, data.chat.version); }
           notices[chat.id] = {text: nr.object + " created" + (data.linked ? " and linked." : "."), bad: false};
           render();
         })
@@ -213,8 +224,14 @@
     return line;
   }
 
+  // Only web addresses become links: a javascript: or data: URL would run or show in our page.
+  var WEB_URL = /^https?:\/\/[^\/\s]/i;
+
   function media(item) {
     var label = item.filename || item.url;
+    if (!WEB_URL.test(item.url || "")) {
+      return h("span", {"class": "file file-unlinked", text: label || "media"});
+    }
     if (item.is_image) {
       return h("a", {href: item.url, target: "_blank", rel: "noopener noreferrer", "class": "thumb"},
         h("img", {src: item.url, alt: label, loading: "lazy", referrerpolicy: "no-referrer"}));
@@ -327,16 +344,13 @@
   }
 
   function apply(update) {
-    if (update.chat) {
-      var isNew = !chats[update.chat_id];
-      chats[update.chat_id] = update.chat;
-      if (isNew) {
-        announcer.textContent = "New chat from " + (update.chat.consumer_display || "a consumer");
-        if (!selected || !chats[selected]) { selected = update.chat_id; }
-      }
-    } else {
-      delete chats[update.chat_id];
-      if (selected === update.chat_id) { selected = null; }
+    var isNew = !chats[update.chat_id];
+    if (!take(update.chat_id, update.chat, update.version)) { return; }
+    if (update.chat && isNew) {
+      announcer.textContent = "New chat from " + (update.chat.consumer_display || "a consumer");
+      if (!selected || !chats[selected]) { selected = update.chat_id; }
+    } else if (!update.chat && selected === update.chat_id) {
+      selected = null;
     }
     render();
   }
@@ -386,7 +400,7 @@
     reconnect: function () { connect(); }
   };
 
-  initial.chats.forEach(function (chat) { chats[chat.id] = chat; });
+  initial.chats.forEach(function (chat) { take(chat.id, chat, chat.version); });
   if (!selected && initial.chats.length) { selected = ordered()[0].id; }
   render();
   connect();
