@@ -15,11 +15,10 @@ import logging
 import os
 import socket
 import tempfile
-import threading
 import uuid
 from pathlib import Path
 
-from crmconnector.notify_pg import NOTIFY_SECONDS, POLL_SECONDS, CoalescingWakeup
+from crmconnector.notify_pg import NOTIFY_SECONDS, POLL_SECONDS, RelayedWakeup
 
 log = logging.getLogger(__name__)
 MAX_SOCKET_PATH = 100  # bytes: Linux allows 107 for a Unix socket's path
@@ -36,45 +35,25 @@ def wakeup_folder(database: str) -> Path:
     return Path(tempfile.gettempdir()) / f"crmconnector-{digest}.wakeups"
 
 
-class SocketWakeup:
+class SocketWakeup(RelayedWakeup):
     """Binds a socket in `folder`, wakes the other processes' sockets there after commits."""
 
     def __init__(self, folder: Path):
         self.folder = folder
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = folder / f"{os.getpid()}-{uuid.uuid4().hex[:12]}.sock"
-        self._local = CoalescingWakeup()
-        self._closed = threading.Event()
-        self._pending = threading.Event()
         self._inbox = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._inbox.bind(str(self.path))
         self._inbox.settimeout(POLL_SECONDS)
         self._outbox = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._outbox.setblocking(False)
-        self._listener = threading.Thread(target=self._listen_loop, name="wakeup-listen", daemon=True)
-        self._sender = threading.Thread(target=self._send_loop, name="wakeup-send", daemon=True)
-        self._listener.start()
-        self._sender.start()
-
-    # -- the Wakeup interface --------------------------------------------------------------------
-
-    def notify(self) -> None:
-        """Call after the transaction that wrote console events has committed."""
-        self._local.notify()
-        self._pending.set()
-
-    def wait(self, timeout: float) -> bool:
-        return self._local.wait(timeout)
+        super().__init__("wakeup")
 
     def close(self) -> None:
-        self._closed.set()
-        self._pending.set()
-        self._listener.join(timeout=5)
-        self._sender.join(timeout=5)
+        super().close()
         self.path.unlink(missing_ok=True)
         self._inbox.close()
         self._outbox.close()
-        self._local.close()
 
     # -- threads ---------------------------------------------------------------------------------
 

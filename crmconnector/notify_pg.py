@@ -67,24 +67,19 @@ class CoalescingWakeup:
             time.sleep(self.window)  # what arrives meanwhile is woken in the next round
 
 
-class PgWakeup:
-    """Listens on CHANNEL with a connection of its own and sends NOTIFY after commits."""
+class RelayedWakeup:
+    """The Wakeup interface for wake-ups that also travel to other processes: local listeners are woken
+    at once (coalesced), and a sender thread tells the others while a listener thread hears them. A
+    subclass provides `_listen_loop` and `_send_loop`, both ending once `_closed` is set."""
 
-    def __init__(self, engine: Engine, channel: str = CHANNEL):
-        self.engine = engine
-        self.channel = channel
-        self.origin = uuid.uuid4().hex
+    def __init__(self, name: str) -> None:
         self._local = CoalescingWakeup()
         self._closed = threading.Event()
-        self._pending = threading.Event()
-        self._listening = threading.Event()
-        self.listens = 0  # how many times LISTEN was (re-)established
-        self._listener = threading.Thread(target=self._listen_loop, name="pg-listen", daemon=True)
-        self._sender = threading.Thread(target=self._send_loop, name="pg-notify", daemon=True)
+        self._pending = threading.Event()  # set by notify: the sender has something to tell
+        self._listener = threading.Thread(target=self._listen_loop, name=f"{name}-listen", daemon=True)
+        self._sender = threading.Thread(target=self._send_loop, name=f"{name}-send", daemon=True)
         self._listener.start()
         self._sender.start()
-
-    # -- the Wakeup interface --------------------------------------------------------------------
 
     def notify(self) -> None:
         """Call after the transaction that wrote console events has committed."""
@@ -100,6 +95,24 @@ class PgWakeup:
         self._listener.join(timeout=5)
         self._sender.join(timeout=5)
         self._local.close()
+
+    def _listen_loop(self) -> None:
+        raise NotImplementedError
+
+    def _send_loop(self) -> None:
+        raise NotImplementedError
+
+
+class PgWakeup(RelayedWakeup):
+    """Listens on CHANNEL with a connection of its own and sends NOTIFY after commits."""
+
+    def __init__(self, engine: Engine, channel: str = CHANNEL):
+        self.engine = engine
+        self.channel = channel
+        self.origin = uuid.uuid4().hex
+        self._listening = threading.Event()
+        self.listens = 0  # how many times LISTEN was (re-)established
+        super().__init__("pg")
 
     def listening(self, timeout: float) -> bool:
         """Whether LISTEN is in place (for tests and readiness)."""
