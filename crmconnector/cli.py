@@ -113,14 +113,15 @@ AUTO_WORKERS_AT_MOST = 4
 def auto_workers(database_url: str) -> int:
     """One worker per CPU core this process may use (one Python process computes on one core at a time),
     at most AUTO_WORKERS_AT_MOST: each worker's pool may hold 32 PostgreSQL connections, where a server
-    allows 100 by default, and SQLite's writers take turns on one lock anyway. One for a database in
-    memory, which each process would have to itself."""
+    allows 100 by default, and SQLite's writers take turns on one lock anyway. One for a SQLite database
+    that is not a plain file (in memory, or a `file:` URI), which each process may have to itself."""
     import os
 
     from sqlalchemy.engine import make_url
 
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite" and (not url.database or url.database == ":memory:"):
+    from crmconnector.store import sqlite_file
+
+    if make_url(database_url).get_backend_name() == "sqlite" and sqlite_file(database_url) is None:
         return 1
     return min(max(1, len(os.sched_getaffinity(0))), AUTO_WORKERS_AT_MOST)
 

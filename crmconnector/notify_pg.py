@@ -192,8 +192,10 @@ def make_wakeup(engine: Engine) -> Any:
     for the other processes on that file; in-process for a database in memory."""
     if engine.dialect.name == "postgresql":
         return PgWakeup(engine)
-    database = engine.url.database
-    if database and database != ":memory:" and not database.startswith("file:"):
+    from crmconnector.store import sqlite_file
+
+    database = sqlite_file(engine.url)
+    if database is not None:
         from crmconnector.notify_local import SocketWakeup, wakeup_folder
 
         folder = wakeup_folder(database)

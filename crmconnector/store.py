@@ -308,6 +308,16 @@ def engine_url(url: URL) -> URL:
     return url
 
 
+def sqlite_file(url: URL | str) -> str | None:
+    """The path of the SQLite database file `url` names; None for another database, one in memory or
+    one given as a `file:` URI (which may be either)."""
+    url = make_url(url)
+    database = url.database if url.get_backend_name() == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return database
+
+
 def sqlite_folder(database: str) -> None:
     """Create the folder a SQLite database file goes in. One that cannot be created (no permission, a
     read-only or special file system, a file in the way) is an unreachable database, like a file SQLite

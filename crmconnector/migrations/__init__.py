@@ -43,11 +43,12 @@ def upgrade(engine: Engine) -> None:
 def _sqlite_lock(engine: Engine) -> Iterator[None]:
     """Hold `<database>.migrate-lock` (SQLite files only): a second process waits, then finds the schema
     current, instead of meeting the first one's DDL as a locked database."""
-    database = engine.url.database if engine.dialect.name == "sqlite" else None
-    if not database or database == ":memory:" or database.startswith("file:"):
+    from crmconnector.store import sqlite_file, sqlite_folder
+
+    database = sqlite_file(engine.url)
+    if database is None:
         yield
         return
-    from crmconnector.store import sqlite_folder
 
     sqlite_folder(database)  # the lock file goes there before any connection has made it
     with open(f"{database}.migrate-lock", "a") as lock:
