@@ -129,3 +129,22 @@ def test_the_chat_state_is_one_read_and_its_media_rows_are_read_only_for_a_chat_
     assert plain is not None and plain.media == {}
     assert [s for s, _ in sent if "FROM chat_media" in s] != []
     assert pictures is not None and list(pictures.media) == [("m1", 0)]
+
+
+def test_every_message_stays_on_one_line_whatever_line_breaks_it_carries(platform, runtime, crm):
+    """Line breaks of any kind, in the text, the agent's name or a media filename, never split a line."""
+    agent = {"id": "7", "email": "tom@example.com", "name": "Tom\nSawyer"}
+    platform.post("chat.started", started())
+    platform.post("chat.assigned", assigned(agent, 2))
+    platform.post("chat.message", message("m1", "consumer", "one\u2028two\u2029three\x85four\x0bfive", 5, media=[
+        {"url": "https://media.example/gone", "filename": "back\nfence.jpg"}]))
+    platform.post("chat.message", message("m2", "agent", "hi", 6))
+    platform.post("chat.ended", ended(60))
+    make_worker(runtime, fetch_media=lambda *args: "HTTP 404").run_once()
+    [task] = tasks(crm)
+    assert task.fields["Description"].splitlines()[-3:] == [
+        "",
+        "[2026-11-21 17:03:15Z] Consumer: one two three four five "
+        "[media not attached: back fence.jpg (HTTP 404)]",
+        "[2026-11-21 17:03:16Z] Agent Tom Sawyer: hi"]
+    assert "Accepted: 2026-11-21 17:03:12Z by Tom Sawyer" in task.fields["Description"].splitlines()
