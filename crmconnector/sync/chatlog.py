@@ -163,21 +163,30 @@ def header(state: ChatState) -> list[str]:
     return [one_line(line) for line in lines]
 
 
-def describe(state: ChatState, media: Mapping[tuple[str, int], MediaOutcome]) -> tuple[str, str | None]:
-    """The Description, and the full transcript when the Description had to be cut."""
-    top = "\n".join(header(state))
-    lines = [_line(state, m, media) for m in state.messages]
-    full = top + ("\n\n" + "\n".join(lines) if lines else "")
-    if len(full) <= DESCRIPTION_LIMIT:
-        return full, None
-    note = f"[Transcript truncated: the full transcript is attached as {transcript_filename(state.id)}]"
-    budget = DESCRIPTION_LIMIT - len(top) - 2 - len(note)
+def _fitting(lines: list[str], budget: int) -> list[str]:
+    """The first lines that fit in `budget` characters, each with its line break."""
     kept: list[str] = []
     for line in lines:
         if len(line) + 1 > budget:
             break
         kept.append(line)
         budget -= len(line) + 1
+    return kept
+
+
+def describe(state: ChatState, media: Mapping[tuple[str, int], MediaOutcome]) -> tuple[str, str | None]:
+    """The Description, and the full transcript when the Description had to be cut."""
+    head = header(state)
+    top = "\n".join(head)
+    lines = [_line(state, m, media) for m in state.messages]
+    full = top + ("\n\n" + "\n".join(lines) if lines else "")
+    if len(full) <= DESCRIPTION_LIMIT:
+        return full, None
+    note = f"[Transcript truncated: the full transcript is attached as {transcript_filename(state.id)}]"
+    budget = DESCRIPTION_LIMIT - 1 - len(note)
+    if len(top) + 1 > budget:  # so many transfers that the header alone does not fit: cut it at a line too
+        return "\n".join(_fitting(head, budget)) + "\n\n" + note, full + "\n"
+    kept = _fitting(lines, budget - len(top) - 1)
     return top + "\n\n" + "".join(line + "\n" for line in kept) + note, full + "\n"
 
 
