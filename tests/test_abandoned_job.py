@@ -293,3 +293,13 @@ def test_a_row_the_crm_asks_to_try_again_stays_new_and_the_next_run_creates_it(p
     second = _run(runtime)
     assert (second.created, second.failed) == (1, 0)
     assert len(_cases(crm)) == 2
+
+
+def test_line_breaks_in_names_from_the_platform_never_split_a_line(platform, runtime, crm):
+    post_call(platform, queue="Fence\npainting", messages=[
+        {"id": "m1", "text": "back\u2028fence", "sent_at": "2026-11-21T17:03:30Z",
+         "media": [{"url": "https://media.example/gone.png", "filename": "back\nfence.png"}]}])
+    _run(runtime)
+    lines = _case_of(runtime, crm, "c-100").fields["Description"].splitlines()
+    assert "Queue: Fence painting" in lines
+    assert lines[-1] == "[2026-11-21 17:03:30Z] Caller: back fence [media not attached: back fence.png (HTTP 404)]"

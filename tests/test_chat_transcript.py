@@ -6,7 +6,8 @@ import pytest
 
 from crmconnector.store import reading
 from crmconnector.sync.handlers import default_fetcher
-from tests.chat_support import TOM, assigned, ended, fake_fetch, make_worker, message, started, task_files, tasks
+from tests.chat_support import (TOM, assigned, ended, fake_fetch, make_worker, message, started, task_files, tasks,
+                                transferred)
 
 NOTE = "[Transcript truncated: the full transcript is attached as transcript-2415.txt]"
 
@@ -129,3 +130,45 @@ def test_the_chat_state_is_one_read_and_its_media_rows_are_read_only_for_a_chat_
     assert plain is not None and plain.media == {}
     assert [s for s, _ in sent if "FROM chat_media" in s] != []
     assert pictures is not None and list(pictures.media) == [("m1", 0)]
+
+
+def test_every_message_stays_on_one_line_whatever_line_breaks_it_carries(platform, runtime, crm):
+    """Line breaks of any kind, in the text, the agent's name or a media filename, never split a line."""
+    agent = {"id": "7", "email": "tom@example.com", "name": "Tom\nSawyer"}
+    platform.post("chat.started", started())
+    platform.post("chat.assigned", assigned(agent, 2))
+    platform.post("chat.message", message("m1", "consumer", "one\u2028two\u2029three\x85four\x0bfive", 5, media=[
+        {"url": "https://media.example/gone", "filename": "back\nfence.jpg"}]))
+    platform.post("chat.message", message("m2", "agent", "hi", 6))
+    platform.post("chat.ended", ended(60))
+    make_worker(runtime, fetch_media=lambda *args: "HTTP 404").run_once()
+    [task] = tasks(crm)
+    assert task.fields["Description"].splitlines()[-3:] == [
+        "",
+        "[2026-11-21 17:03:15Z] Consumer: one two three four five "
+        "[media not attached: back fence.jpg (HTTP 404)]",
+        "[2026-11-21 17:03:16Z] Agent Tom Sawyer: hi"]
+    assert "Accepted: 2026-11-21 17:03:12Z by Tom Sawyer" in task.fields["Description"].splitlines()
+
+
+def test_a_header_too_long_for_the_description_is_cut_too_and_the_task_still_lands(platform, runtime, crm):
+    """Fifty transfers between agents and a queue with long names: the header alone passes 32,000
+    characters. It is cut at a line like the messages, and the whole transcript is attached."""
+    people = {"from_agent": {"id": "1", "name": "A" * 255}, "to_agent": {"id": "2", "name": "B" * 255},
+              "to_queue": {"id": "3", "name": "Q" * 255}}
+    platform.post("chat.started", started())
+    for n in range(50):
+        platform.post("chat.transferred", transferred("ended", n, **people))
+    platform.post("chat.message", message("m1", "consumer", "hello", 60))
+    platform.post("chat.ended", ended(600))
+    make_worker(runtime).run_once()
+    [task] = tasks(crm)
+    description = task.fields["Description"]
+    assert len(description) <= 32_000
+    lines = description.split("\n")
+    assert lines[0] == "Chat ID: 2415" and lines[-2:] == ["", NOTE]
+    assert all(line.startswith("Transfer ended: ") for line in lines[7:-2])
+    [(name, data)] = task_files(crm, task.id)
+    assert name == "transcript-2415.txt"
+    full = data.decode()
+    assert full.count("Transfer ended: ") == 50 and full.endswith("Consumer: hello\n")

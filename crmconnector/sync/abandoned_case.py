@@ -51,6 +51,12 @@ def stamp(value: Any) -> str:
     return when.strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def one_line(text: str) -> str:
+    """The text with its runs of white space (line breaks included) as one space: a name from the
+    platform (a queue's, a media filename) must not split a Description line in two."""
+    return " ".join(text.split())
+
+
 def _phone(value: str | None) -> str:
     if not value:
         return "-"
@@ -93,7 +99,7 @@ def header(call: Mapping[str, Any], match: MatchResult | None) -> list[str]:
         first = match.first
         lines.append(f"CRM match: {match.outcome}"
                      + (f"; first: {first.object} {first.name} ({first.id})" if first else ""))
-    return lines
+    return [one_line(line) for line in lines]
 
 
 def message_lines(messages: Sequence[Mapping[str, Any]], notes: Sequence[MediaNote]) -> list[str]:
@@ -103,11 +109,11 @@ def message_lines(messages: Sequence[Mapping[str, Any]], notes: Sequence[MediaNo
         by_message.setdefault(note.message_id, []).append(note)
     lines = []
     for message in sorted(messages, key=lambda m: (m["sent_at"], m["id"])):
-        text = " ".join(str(message.get("text") or "").split())
+        text = one_line(str(message.get("text") or ""))
         if len(text) > LINE_LIMIT:
             text = text[:LINE_LIMIT] + " [message cut]"
         extra = " ".join(f"[media not attached: {n.name} ({n.reason})]" for n in by_message.get(message["id"], ()))
-        lines.append(f"[{stamp(message['sent_at'])}] Caller: {' '.join(p for p in (text, extra) if p)}".rstrip())
+        lines.append(one_line(f"[{stamp(message['sent_at'])}] Caller: {' '.join(p for p in (text, extra) if p)}"))
     return lines
 
 

@@ -37,6 +37,16 @@ def stamp(when: datetime | None) -> str:
     return when.strftime("%Y-%m-%d %H:%M:%SZ") if when else ""
 
 
+# Every character that ends a line for str.splitlines, and so for people reading the Description.
+_LINE_BREAKS = re.compile(r"\s*[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]+\s*")
+
+
+def one_line(text: str) -> str:
+    """The text with its line breaks as spaces: a message, or a name from outside (an agent's, a
+    media filename), must not split its transcript line in two."""
+    return _LINE_BREAKS.sub(" ", text).strip()
+
+
 # Fetches one consumer media item (chat id, message id, position, {"url", "content_type", "size_bytes",
 # "filename"}): the file to attach, or the reason it is not attached for good. Any exception means
 # "not now": the item is noted as not attached and tried again on a later render.
@@ -115,7 +125,7 @@ def _who(state: ChatState, message: MessageState) -> str:
 
 
 def _line(state: ChatState, message: MessageState, media: Mapping[tuple[str, int], MediaOutcome]) -> str:
-    parts = [re.sub(r"\s*[\r\n]+\s*", " ", message.text.strip())]
+    parts = [message.text.strip()]
     for position, item in enumerate(message.media):
         outcome = media.get((message.message_id, position))
         if outcome is None:
@@ -125,7 +135,7 @@ def _line(state: ChatState, message: MessageState, media: Mapping[tuple[str, int
         else:
             parts.append(f"[media not attached: {outcome.name} ({outcome.reason})]")
     body = " ".join(p for p in parts if p)
-    return f"[{stamp(message.sent_at)}] {_who(state, message)}:" + (f" {body}" if body else "")
+    return one_line(f"[{stamp(message.sent_at)}] {_who(state, message)}:" + (f" {body}" if body else ""))
 
 
 def _transfer_line(step: TransferStep) -> str:
@@ -149,24 +159,34 @@ def header(state: ChatState) -> list[str]:
             ("Queue", chat.get("queue_name") or chat.get("queue_id")), ("Initiated", stamp(chat.get("created_at"))),
             ("Accepted", accepted), ("Terminated", stamp(chat.get("ended_at"))),
             ("Disconnected by", chat.get("disconnected_by"))]
-    return [f"{name}: {value}" for name, value in rows if value] + [_transfer_line(t) for t in state.transfers]
+    lines = [f"{name}: {value}" for name, value in rows if value] + [_transfer_line(t) for t in state.transfers]
+    return [one_line(line) for line in lines]
 
 
-def describe(state: ChatState, media: Mapping[tuple[str, int], MediaOutcome]) -> tuple[str, str | None]:
-    """The Description, and the full transcript when the Description had to be cut."""
-    top = "\n".join(header(state))
-    lines = [_line(state, m, media) for m in state.messages]
-    full = top + ("\n\n" + "\n".join(lines) if lines else "")
-    if len(full) <= DESCRIPTION_LIMIT:
-        return full, None
-    note = f"[Transcript truncated: the full transcript is attached as {transcript_filename(state.id)}]"
-    budget = DESCRIPTION_LIMIT - len(top) - 2 - len(note)
+def _fitting(lines: list[str], budget: int) -> list[str]:
+    """The first lines that fit in `budget` characters, each with its line break."""
     kept: list[str] = []
     for line in lines:
         if len(line) + 1 > budget:
             break
         kept.append(line)
         budget -= len(line) + 1
+    return kept
+
+
+def describe(state: ChatState, media: Mapping[tuple[str, int], MediaOutcome]) -> tuple[str, str | None]:
+    """The Description, and the full transcript when the Description had to be cut."""
+    head = header(state)
+    top = "\n".join(head)
+    lines = [_line(state, m, media) for m in state.messages]
+    full = top + ("\n\n" + "\n".join(lines) if lines else "")
+    if len(full) <= DESCRIPTION_LIMIT:
+        return full, None
+    note = f"[Transcript truncated: the full transcript is attached as {transcript_filename(state.id)}]"
+    budget = DESCRIPTION_LIMIT - 1 - len(note)
+    if len(top) + 1 > budget:  # so many transfers that the header alone does not fit: cut it at a line too
+        return "\n".join(_fitting(head, budget)) + "\n\n" + note, full + "\n"
+    kept = _fitting(lines, budget - len(top) - 1)
     return top + "\n\n" + "".join(line + "\n" for line in kept) + note, full + "\n"
 
 
