@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 from crmconnector.crm.base import Record
 from crmconnector.matching import MatchResult, try_normalize
 from crmconnector.matching import international as _international
+from crmconnector.sync.chatlog import one_line
 
 DESCRIPTION_LIMIT = 32_000
 LINE_LIMIT = DESCRIPTION_LIMIT // 2  # one huge message must not push out every other one
@@ -49,12 +50,6 @@ def stamp(value: Any) -> str:
         return "-"
     when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
     return when.strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def one_line(text: str) -> str:
-    """The text with its runs of white space (line breaks included) as one space: a name from the
-    platform (a queue's, a media filename) must not split a Description line in two."""
-    return " ".join(text.split())
 
 
 def _phone(value: str | None) -> str:
@@ -109,7 +104,7 @@ def message_lines(messages: Sequence[Mapping[str, Any]], notes: Sequence[MediaNo
         by_message.setdefault(note.message_id, []).append(note)
     lines = []
     for message in sorted(messages, key=lambda m: (m["sent_at"], m["id"])):
-        text = one_line(str(message.get("text") or ""))
+        text = " ".join(str(message.get("text") or "").split())
         if len(text) > LINE_LIMIT:
             text = text[:LINE_LIMIT] + " [message cut]"
         extra = " ".join(f"[media not attached: {n.name} ({n.reason})]" for n in by_message.get(message["id"], ()))
