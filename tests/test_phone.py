@@ -46,6 +46,19 @@ def test_the_default_region_applies_only_to_numbers_without_a_country_code(raw, 
     assert normalize(raw, region) == expected
 
 
+@pytest.mark.parametrize(("raw", "region", "expected"), [
+    ("0011 1 415 555 0132", "AU", "+14155550132"),     # Australia's own international prefix
+    ("0011 44 20 7946 0018", "AU", "+442079460018"),
+    ("0021 1 415 555 0132", "BR", "+14155550132"),     # Brazil: 00 and a carrier code
+    ("002 44 20 7946 0018", "KR", "+442079460018"),
+    ("001 44 20 7946 0018", "SG", "+442079460018"),
+    ("0044 20 7946 0018", "AU", "+442079460018"),      # a plain 00 still reads as international
+    ("00 44 20 7946 0018", "KR", "+442079460018"),
+])
+def test_the_regions_own_international_prefix_is_read_as_phonenumbers_reads_it(raw, region, expected):
+    assert normalize(raw, region) == expected
+
+
 def test_a_national_number_means_a_different_number_in_another_region():
     assert normalize("020 7946 0018", "GB") != try_normalize("020 7946 0018", "US")
 
