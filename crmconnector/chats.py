@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Mapping
+from urllib.parse import quote
 
 from sqlalchemy import Connection, bindparam, select
 
@@ -33,7 +34,13 @@ class MatchedPop:
 
 
 def links_for(crm: CRMBackend, settings: Settings) -> Links:
-    return Links(crm.record_url, crm.new_record_url, lambda chat_id: f"{settings.base_url}/agent/chats/{chat_id}")
+    return Links(crm.record_url, crm.new_record_url, lambda chat_id: chat_page_url(settings, chat_id))
+
+
+def chat_page_url(settings: Settings, chat_id: str) -> str:
+    """The chat's page in the agent console; the id is quoted, since the platform's ids may hold
+    characters ("#", "?") that would end the path."""
+    return f"{settings.base_url}/agent/chats/{quote(chat_id, safe='')}"
 
 
 def new_record_fields(object_name: str, e164: str, given: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -300,6 +300,20 @@ def test_a_pick_on_another_agents_chat_is_not_found(tom: Any, platform: Any, crm
     assert linked(runtime, "2415") == ("Contact", first)
 
 
+@pytest.mark.parametrize("chat_id", ["A#7", "q?x=1", "2415 b", "50%"])
+def test_the_search_pop_opens_the_chats_page_whatever_its_id(tom: Any, platform: Any, crm: Any,
+                                                            chat_id: str) -> None:
+    crm.create("Contact", {"LastName": "Thatcher", "Phone": NUMBER})
+    crm.create("Lead", {"LastName": "Finn", "Company": "Raft", "Phone": NUMBER})
+    pop = platform.post("chat.started", started(chat_id)).json["screen_pop"]
+    assert platform.post("chat.assigned", assigned(TOM, 10, chat_id)).status_code == 200
+    url = urlsplit(pop["url"])
+    assert (pop["action"], url.query, url.fragment) == ("search", "", "")
+    page = tom.get(url.path)
+    assert page.status_code == 200
+    assert f'"selected": {json.dumps(chat_id)}' in page.get_data(as_text=True)
+
+
 def new_record_page_form(client: Any, url: str) -> tuple[str, str]:
     """The local CRM's new-record page a pop opens: its html and its form token."""
     parts = urlsplit(url)
