@@ -5,6 +5,7 @@ stored anyway, the response says the match is pending, and the outbox matches it
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import quote
@@ -13,7 +14,7 @@ from sqlalchemy import Connection, bindparam, select
 
 from crmconnector import console, optout
 from crmconnector.crm.base import CRMBackend, Record
-from crmconnector.crm.errors import CRMAuthError, RetryableCRMError
+from crmconnector.crm.errors import CRMAuthError, CRMRejected, RetryableCRMError
 from crmconnector.driver_sql import DriverStatement
 from crmconnector.events import ChatStarted, Envelope
 from crmconnector.intake import EventContext, Outcome, handles
@@ -25,6 +26,8 @@ from crmconnector.screenpop.decide import Links, record_pop
 from crmconnector.settings import Settings
 from crmconnector.store import chats, insert_if_new, update_chat, utcnow
 from crmconnector.sync.outbox import enqueue, queue_chat_log
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,11 +67,20 @@ def match_and_pop(crm: CRMBackend, settings: Settings, prefs: PopSettings, chat_
     links = links_for(crm, settings)
     pop = decide(match, prefs, links, chat_id)
     if match.outcome == "none" and prefs.none == "create_record":
-        obj = prefs.new_record_object
-        record_id = crm.create(obj, new_record_fields(obj, number))
-        created = crm.get(obj, record_id) or Record(obj, record_id, "")
-        pop = record_pop(created, links)
+        pop = create_and_pop(crm, links, prefs.new_record_object, number, chat_id) or pop
     return MatchedPop(match, pop)
+
+
+def create_and_pop(crm: CRMBackend, links: Links, obj: str, number: str, chat_id: str) -> ScreenPop | None:
+    """Create the record and pop it; None when the CRM refuses it (a validation rule, a required
+    field of the org's own): the new-record page is popped instead, for the agent to complete."""
+    try:
+        record_id = crm.create(obj, new_record_fields(obj, number))
+    except CRMRejected as exc:
+        log.warning("chat %s: the CRM refused to create a %s (%s); popping its new-record page", chat_id, obj, exc)
+        return None
+    created = crm.get(obj, record_id) or Record(obj, record_id, "")
+    return record_pop(created, links)
 
 
 def matched_record_json(record: Record, number: str, crm: CRMBackend, region: str) -> dict[str, Any]:
