@@ -99,6 +99,17 @@ def test_messy_crm_values_normalize_to_nothing(raw):
     assert try_normalize(raw, "US") is None
 
 
+@pytest.mark.parametrize("raw", ["Mobile: +1 415 555 0132", "Cell - 415-555-0132", "Work: (415) 555-0132 x12",
+                                 "M 415.555.0132", "tel:+1-415-555-0132"])
+def test_a_label_before_a_crm_number_is_read_past_as_phonenumbers_does(raw):
+    assert try_normalize(raw, "US") == "+14155550132"
+
+
+def test_a_consumer_number_must_still_start_with_the_number():
+    with pytest.raises(InvalidPhoneNumber, match="starts with letters"):
+        normalize("Mobile: +1 415 555 0132", "US")
+
+
 def test_non_strings_are_refused():
     with pytest.raises(InvalidPhoneNumber):
         normalize(4155550132, "US")  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ import phonenumbers
 
 MAX_INPUT_LENGTH = 64
 _LETTERS = re.compile(r"[A-Za-z]")
+_LABEL = re.compile(r"^[^\d+(]*")  # everything before the number's first digit, "+" or "("
 
 
 class InvalidPhoneNumber(ValueError):
@@ -75,9 +76,18 @@ def try_normalize(raw: str | None, region: str = "US") -> str | None:
     if not raw:
         return None
     try:
-        return normalize(raw, region)
+        return normalize(_unlabelled(raw), region)
     except InvalidPhoneNumber:
         return None
+
+
+def _unlabelled(raw: str) -> str:
+    """A CRM field's text from its number on: people label numbers ("Cell: 415-555-0132"), and
+    phonenumbers reads past such a label as it does past any leading text."""
+    text = raw.strip() if isinstance(raw, str) else raw
+    if not isinstance(text, str) or not text[:1].isalpha() or text[:4].lower() == "tel:":
+        return raw
+    return _LABEL.sub("", text)
 
 
 def international(e164: str) -> str:
