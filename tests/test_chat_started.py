@@ -127,3 +127,19 @@ def test_create_record_refused_by_the_crm_pops_the_prefilled_new_record_page(pla
     assert response.json["screen_pop"]["action"] == "new_record"
     assert response.json["screen_pop"]["url"] == "http://connector.test/crm/Contact/new?Phone=%2B14155550132&chat_id=2415"
     assert response.json["linked_record"] is None
+
+
+def test_a_business_texting_from_a_short_code_is_taken(platform, crm, runtime):
+    """Businesses text from short codes (five or six digits in the US) as much as from phone numbers:
+    the chat is matched and recorded with the short code as it is."""
+    from sqlalchemy import select
+
+    from crmconnector.store import chats
+
+    contact = _contact(crm, "Thatcher", "+14155550132")
+    response = platform.start_chat(business_number="87878")
+    assert response.status_code == 200
+    assert response.json["linked_record"] == {"object": "Contact", "id": contact}
+    with runtime.engine.connect() as conn:
+        assert conn.execute(select(chats.c.business_number)).scalar() == "87878"
+    assert platform.start_chat("2416", business_number="not a number").json["error"]["code"] == "invalid_phone_number"
