@@ -314,6 +314,21 @@ def test_the_search_pop_opens_the_chats_page_whatever_its_id(tom: Any, platform:
     assert f'"selected": {json.dumps(chat_id)}' in page.get_data(as_text=True)
 
 
+def test_a_chat_whose_id_holds_a_slash_has_its_page_and_can_be_linked(tom: Any, platform: Any, crm: Any,
+                                                                     runtime: Any) -> None:
+    """Chat ids are the platform's strings: one like "sms/2415" is one path segment, quoted."""
+    crm.create("Contact", {"LastName": "Thatcher", "Phone": NUMBER})
+    lead = crm.create("Lead", {"LastName": "Finn", "Company": "Raft", "Phone": NUMBER})
+    pop = platform.post("chat.started", started("sms/2415")).json["screen_pop"]
+    assert platform.post("chat.assigned", assigned(TOM, 10, "sms/2415")).status_code == 200
+    assert pop["url"] == "http://connector.test/agent/chats/sms%2F2415"
+    assert tom.get("/agent/chats/sms%2F2415").status_code == 200
+    assert tom.get("/api/agent/chats/sms%2F2415").json["id"] == "sms/2415"
+    response = tom.post("/api/agent/chats/sms%2F2415/link", json={"object": "Lead", "id": lead})
+    assert response.status_code == 200
+    assert linked(runtime, "sms/2415") == ("Lead", lead)
+
+
 def new_record_page_form(client: Any, url: str) -> tuple[str, str]:
     """The local CRM's new-record page a pop opens: its html and its form token."""
     parts = urlsplit(url)
