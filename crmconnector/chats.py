@@ -5,14 +5,16 @@ stored anyway, the response says the match is pending, and the outbox matches it
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Mapping
+from urllib.parse import quote
 
 from sqlalchemy import Connection, bindparam, select
 
 from crmconnector import console, optout
 from crmconnector.crm.base import CRMBackend, Record
-from crmconnector.crm.errors import CRMAuthError, RetryableCRMError
+from crmconnector.crm.errors import CRMAuthError, CRMRejected, RetryableCRMError
 from crmconnector.driver_sql import DriverStatement
 from crmconnector.events import ChatStarted, Envelope
 from crmconnector.intake import EventContext, Outcome, handles
@@ -25,6 +27,8 @@ from crmconnector.settings import Settings
 from crmconnector.store import chats, insert_if_new, update_chat, utcnow
 from crmconnector.sync.outbox import enqueue, queue_chat_log
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class MatchedPop:
@@ -33,7 +37,13 @@ class MatchedPop:
 
 
 def links_for(crm: CRMBackend, settings: Settings) -> Links:
-    return Links(crm.record_url, crm.new_record_url, lambda chat_id: f"{settings.base_url}/agent/chats/{chat_id}")
+    return Links(crm.record_url, crm.new_record_url, lambda chat_id: chat_page_url(settings, chat_id))
+
+
+def chat_page_url(settings: Settings, chat_id: str) -> str:
+    """The chat's page in the agent console; the id is quoted, since the platform's ids may hold
+    characters ("#", "?") that would end the path."""
+    return f"{settings.base_url}/agent/chats/{quote(chat_id, safe='')}"
 
 
 def new_record_fields(object_name: str, e164: str, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -57,11 +67,20 @@ def match_and_pop(crm: CRMBackend, settings: Settings, prefs: PopSettings, chat_
     links = links_for(crm, settings)
     pop = decide(match, prefs, links, chat_id)
     if match.outcome == "none" and prefs.none == "create_record":
-        obj = prefs.new_record_object
-        record_id = crm.create(obj, new_record_fields(obj, number))
-        created = crm.get(obj, record_id) or Record(obj, record_id, "")
-        pop = record_pop(created, links)
+        pop = create_and_pop(crm, links, prefs.new_record_object, number, chat_id) or pop
     return MatchedPop(match, pop)
+
+
+def create_and_pop(crm: CRMBackend, links: Links, obj: str, number: str, chat_id: str) -> ScreenPop | None:
+    """Create the record and pop it; None when the CRM refuses it (a validation rule, a required
+    field of the org's own): the new-record page is popped instead, for the agent to complete."""
+    try:
+        record_id = crm.create(obj, new_record_fields(obj, number))
+    except CRMRejected as exc:
+        log.warning("chat %s: the CRM refused to create a %s (%s); popping its new-record page", chat_id, obj, exc)
+        return None
+    created = crm.get(obj, record_id) or Record(obj, record_id, "")
+    return record_pop(created, links)
 
 
 def matched_record_json(record: Record, number: str, crm: CRMBackend, region: str) -> dict[str, Any]:

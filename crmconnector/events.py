@@ -5,6 +5,7 @@ phone numbers are normalized to E.164 here, at the edge.
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
@@ -15,6 +16,7 @@ from pydantic_core import PydanticCustomError
 from crmconnector.matching.phone import InvalidPhoneNumber, normalize
 
 MAX_ID_LENGTH = 200
+_SHORT_CODE = re.compile(r"[0-9]{3,8}")
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
@@ -69,6 +71,14 @@ def _phone(value: Any, info: ValidationInfo) -> str:
         raise PydanticCustomError("invalid_phone_number", str(exc)) from None
 
 
+def _business_phone(value: Any, info: ValidationInfo) -> str:
+    """The business's number in E.164, or its short code as sent: businesses text from short codes
+    (3 to 8 digits, no E.164 form) as much as from phone numbers."""
+    if isinstance(value, str) and _SHORT_CODE.fullmatch(value.strip()):
+        return value.strip()
+    return _phone(value, info)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
@@ -117,7 +127,7 @@ class StartedChat(Strict):
     @field_validator("business_number")
     @classmethod
     def _business(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return None if value in (None, "") else _phone(value, info)
+        return None if value in (None, "") else _business_phone(value, info)
 
 
 class ChatRef(Strict):

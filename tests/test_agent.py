@@ -300,6 +300,35 @@ def test_a_pick_on_another_agents_chat_is_not_found(tom: Any, platform: Any, crm
     assert linked(runtime, "2415") == ("Contact", first)
 
 
+@pytest.mark.parametrize("chat_id", ["A#7", "q?x=1", "2415 b", "50%"])
+def test_the_search_pop_opens_the_chats_page_whatever_its_id(tom: Any, platform: Any, crm: Any,
+                                                            chat_id: str) -> None:
+    crm.create("Contact", {"LastName": "Thatcher", "Phone": NUMBER})
+    crm.create("Lead", {"LastName": "Finn", "Company": "Raft", "Phone": NUMBER})
+    pop = platform.post("chat.started", started(chat_id)).json["screen_pop"]
+    assert platform.post("chat.assigned", assigned(TOM, 10, chat_id)).status_code == 200
+    url = urlsplit(pop["url"])
+    assert (pop["action"], url.query, url.fragment) == ("search", "", "")
+    page = tom.get(url.path)
+    assert page.status_code == 200
+    assert f'"selected": {json.dumps(chat_id)}' in page.get_data(as_text=True)
+
+
+def test_a_chat_whose_id_holds_a_slash_has_its_page_and_can_be_linked(tom: Any, platform: Any, crm: Any,
+                                                                     runtime: Any) -> None:
+    """Chat ids are the platform's strings: one like "sms/2415" is one path segment, quoted."""
+    crm.create("Contact", {"LastName": "Thatcher", "Phone": NUMBER})
+    lead = crm.create("Lead", {"LastName": "Finn", "Company": "Raft", "Phone": NUMBER})
+    pop = platform.post("chat.started", started("sms/2415")).json["screen_pop"]
+    assert platform.post("chat.assigned", assigned(TOM, 10, "sms/2415")).status_code == 200
+    assert pop["url"] == "http://connector.test/agent/chats/sms%2F2415"
+    assert tom.get("/agent/chats/sms%2F2415").status_code == 200
+    assert tom.get("/api/agent/chats/sms%2F2415").json["id"] == "sms/2415"
+    response = tom.post("/api/agent/chats/sms%2F2415/link", json={"object": "Lead", "id": lead})
+    assert response.status_code == 200
+    assert linked(runtime, "sms/2415") == ("Lead", lead)
+
+
 def new_record_page_form(client: Any, url: str) -> tuple[str, str]:
     """The local CRM's new-record page a pop opens: its html and its form token."""
     parts = urlsplit(url)

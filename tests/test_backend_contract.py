@@ -130,6 +130,13 @@ def test_phone_match_outcomes_whatever_the_stored_format(backend: CRMBackend) ->
     assert [r.id for r in only_accounts.records] == [account]
 
 
+def test_a_phone_field_with_a_label_before_the_number_matches(backend: CRMBackend) -> None:
+    contact = backend.create("Contact", {"LastName": "Thatcher", "MobilePhone": "Cell: (415) 555-0132"})
+    lead = backend.create("Lead", {"LastName": "Finn", "Company": "Raft Co", "Phone": "Work - 415.555.0132 x12"})
+    result = match_number(backend, "+14155550132")
+    assert [(r.object, r.id) for r in result.records] == [("Contact", contact), ("Lead", lead)]
+
+
 def test_links_name_the_record(backend: CRMBackend) -> None:
     contact = backend.create("Contact", {"LastName": "Thatcher"})
     assert backend.record_url("Contact", contact).endswith(f"/Contact/{contact}" + (

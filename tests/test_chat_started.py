@@ -101,3 +101,45 @@ def test_a_new_chat_is_one_insert_without_a_look_first(platform, runtime, monkey
     assert not any(sql.startswith("SELECT chats.linked_id") for sql, _ in sent)
     assert platform.start_chat(lang="es").status_code == 200  # the same chat again, under another event id
     assert any(sql.startswith("SELECT chats.linked_id") for sql, _ in sent)
+
+
+def test_create_record_refused_by_the_crm_pops_the_prefilled_new_record_page(platform, crm, runtime):
+    """An org's validation rule may refuse the record: the chat is still taken (not a 500 the platform
+    retries for ever), and the agent gets the new-record page to fill in what the CRM wants."""
+    from crmconnector.crm.errors import CRMRejected
+    from tests.chat_support import use_crm
+
+    class Refusing:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def create(self, object_name, fields):
+            raise CRMRejected("Email: required by a validation rule", code="FIELD_CUSTOM_VALIDATION_EXCEPTION")
+
+    use_crm(runtime, Refusing(crm))
+    preferences.save_pop_settings(runtime.engine, {"none": "create_record"})
+    response = platform.start_chat()
+    assert response.status_code == 200
+    assert response.json["match"]["outcome"] == "none"
+    assert response.json["screen_pop"]["action"] == "new_record"
+    assert response.json["screen_pop"]["url"] == "http://connector.test/crm/Contact/new?Phone=%2B14155550132&chat_id=2415"
+    assert response.json["linked_record"] is None
+
+
+def test_a_business_texting_from_a_short_code_is_taken(platform, crm, runtime):
+    """Businesses text from short codes (five or six digits in the US) as much as from phone numbers:
+    the chat is matched and recorded with the short code as it is."""
+    from sqlalchemy import select
+
+    from crmconnector.store import chats
+
+    contact = _contact(crm, "Thatcher", "+14155550132")
+    response = platform.start_chat(business_number="87878")
+    assert response.status_code == 200
+    assert response.json["linked_record"] == {"object": "Contact", "id": contact}
+    with runtime.engine.connect() as conn:
+        assert conn.execute(select(chats.c.business_number)).scalar() == "87878"
+    assert platform.start_chat("2416", business_number="not a number").json["error"]["code"] == "invalid_phone_number"

@@ -46,6 +46,19 @@ def test_the_default_region_applies_only_to_numbers_without_a_country_code(raw, 
     assert normalize(raw, region) == expected
 
 
+@pytest.mark.parametrize(("raw", "region", "expected"), [
+    ("0011 1 415 555 0132", "AU", "+14155550132"),     # Australia's own international prefix
+    ("0011 44 20 7946 0018", "AU", "+442079460018"),
+    ("0021 1 415 555 0132", "BR", "+14155550132"),     # Brazil: 00 and a carrier code
+    ("002 44 20 7946 0018", "KR", "+442079460018"),
+    ("001 44 20 7946 0018", "SG", "+442079460018"),
+    ("0044 20 7946 0018", "AU", "+442079460018"),      # a plain 00 still reads as international
+    ("00 44 20 7946 0018", "KR", "+442079460018"),
+])
+def test_the_regions_own_international_prefix_is_read_as_phonenumbers_reads_it(raw, region, expected):
+    assert normalize(raw, region) == expected
+
+
 def test_a_national_number_means_a_different_number_in_another_region():
     assert normalize("020 7946 0018", "GB") != try_normalize("020 7946 0018", "US")
 
@@ -84,6 +97,17 @@ def test_invalid_strings_are_refused_with_a_reason(raw, reason):
 @pytest.mark.parametrize("raw", [None, "", "n/a", "555-0132", "see notes"])
 def test_messy_crm_values_normalize_to_nothing(raw):
     assert try_normalize(raw, "US") is None
+
+
+@pytest.mark.parametrize("raw", ["Mobile: +1 415 555 0132", "Cell - 415-555-0132", "Work: (415) 555-0132 x12",
+                                 "M 415.555.0132", "tel:+1-415-555-0132"])
+def test_a_label_before_a_crm_number_is_read_past_as_phonenumbers_does(raw):
+    assert try_normalize(raw, "US") == "+14155550132"
+
+
+def test_a_consumer_number_must_still_start_with_the_number():
+    with pytest.raises(InvalidPhoneNumber, match="starts with letters"):
+        normalize("Mobile: +1 415 555 0132", "US")
 
 
 def test_non_strings_are_refused():

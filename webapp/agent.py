@@ -123,7 +123,7 @@ def console_page() -> Any:
     return _console_page(None)
 
 
-@bp.get("/agent/chats/<chat_id>")
+@bp.get("/agent/chats/<path:chat_id>")
 def chat_page(chat_id: str) -> Any:
     return _console_page(chat_id)
 
@@ -139,7 +139,7 @@ def list_chats(agent: agents.Agent) -> Any:
                     "last_event_id": last_id})
 
 
-@bp.get("/api/agent/chats/<chat_id>")
+@bp.get("/api/agent/chats/<path:chat_id>")
 @signed_in
 def get_chat(agent: agents.Agent, chat_id: str) -> Any:
     runtime = _runtime()
@@ -183,7 +183,7 @@ def _link(runtime: Runtime, agent: agents.Agent, chat_id: str, object_name: str,
     return linked
 
 
-@bp.post("/api/agent/chats/<chat_id>/link")
+@bp.post("/api/agent/chats/<path:chat_id>/link")
 @signed_in
 def link(agent: agents.Agent, chat_id: str) -> Any:
     body = _json_body()
@@ -202,7 +202,7 @@ def link(agent: agents.Agent, chat_id: str) -> Any:
                     "chat": console_view.agent_chat(runtime.engine, runtime.crm, agent.email, chat_id)})
 
 
-@bp.post("/api/agent/chats/<chat_id>/records")
+@bp.post("/api/agent/chats/<path:chat_id>/records")
 @signed_in
 def create_record(agent: agents.Agent, chat_id: str) -> Any:
     """Create a record for the consumer of a no-match chat, then link the chat to it."""

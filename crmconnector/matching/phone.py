@@ -7,6 +7,7 @@ import phonenumbers
 
 MAX_INPUT_LENGTH = 64
 _LETTERS = re.compile(r"[A-Za-z]")
+_LABEL = re.compile(r"^[^\d+(]*")  # everything before the number's first digit, "+" or "("
 
 
 class InvalidPhoneNumber(ValueError):
@@ -20,11 +21,23 @@ def _strip_uri(raw: str) -> str:
         number, _, params = text[4:].partition(";")
         ext = re.search(r"(?:^|;)ext=([0-9]+)", params)
         text = number + (f" ext. {ext.group(1)}" if ext else "")
-    # "00" is the international prefix nearly everywhere; no national number starts with it.
-    digits_start = text.lstrip(" (")
-    if digits_start.startswith("00"):
-        text = "+" + digits_start[2:]
     return text
+
+
+def _parse_text(text: str, region: str) -> phonenumbers.PhoneNumber:
+    """phonenumbers' reading, where "00" also starts an international number (it does nearly
+    everywhere, and no national number starts with it) unless the region's own international prefix
+    (Australia's 0011, Korea's 002) already made a valid number of the text."""
+    digits_start = text.lstrip(" (")
+    if not digits_start.startswith("00"):
+        return phonenumbers.parse(text, region)
+    try:
+        native = phonenumbers.parse(text, region)
+        if phonenumbers.is_valid_number(native):
+            return native
+    except phonenumbers.NumberParseException:
+        pass
+    return phonenumbers.parse("+" + digits_start[2:], region)
 
 
 def parse(raw: str, region: str) -> phonenumbers.PhoneNumber:
@@ -38,7 +51,7 @@ def parse(raw: str, region: str) -> phonenumbers.PhoneNumber:
         # phonenumbers would skip leading words ("call me 415..."); a vanity number starts with digits.
         raise InvalidPhoneNumber("not a phone number: it starts with letters")
     try:
-        number = phonenumbers.parse(text, region)
+        number = _parse_text(text, region)
     except phonenumbers.NumberParseException as exc:
         raise InvalidPhoneNumber(f"not a phone number: {exc.args[0] if exc.args else exc}") from None
     possible = phonenumbers.is_possible_number_with_reason(number)
@@ -63,9 +76,18 @@ def try_normalize(raw: str | None, region: str = "US") -> str | None:
     if not raw:
         return None
     try:
-        return normalize(raw, region)
+        return normalize(_unlabelled(raw), region)
     except InvalidPhoneNumber:
         return None
+
+
+def _unlabelled(raw: str) -> str:
+    """A CRM field's text from its number on: people label numbers ("Cell: 415-555-0132"), and
+    phonenumbers reads past such a label as it does past any leading text."""
+    text = raw.strip() if isinstance(raw, str) else raw
+    if not isinstance(text, str) or not text[:1].isalpha() or text[:4].lower() == "tel:":
+        return raw
+    return _LABEL.sub("", text)
 
 
 def international(e164: str) -> str:
