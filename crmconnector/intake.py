@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -87,8 +88,20 @@ def _reject_constant(name: str) -> Any:
     raise _NotStandardJSON(name)
 
 
-# Built once, as json.loads builds its default decoder: the hot path pays nothing for the check.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+class _NumberTooLarge(ValueError):
+    """A number no column or JSON store can hold: Python reads `1e999` as infinity, which is not JSON."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NumberTooLarge(text)
+    return value
+
+
+# Built once, as json.loads builds its default decoder: the hot path pays nothing for the checks (events
+# carry few floats, if any).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 def decode_json(body: bytes) -> Any:
@@ -103,6 +116,8 @@ def decode_json(body: bytes) -> Any:
     except json.JSONDecodeError as exc:
         raise EventError(400, "invalid_json", f"the body is not JSON: {exc.msg} at line {exc.lineno} "
                                               f"column {exc.colno}") from None
+    except ValueError:  # _NumberTooLarge, or an integer of thousands of digits, which Python refuses to read
+        raise EventError(400, "invalid_json", "the body has a number too large to read") from None
 
 
 class Intake:

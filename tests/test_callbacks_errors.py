@@ -217,3 +217,18 @@ def test_get_on_callbacks_is_405_json(client):
     response = client.get("/callbacks/events")
     assert response.status_code == 405
     assert response.json["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "9" * 5000])
+@pytest.mark.parametrize("event_type", ["chat.started", "chat.typing"])
+def test_a_number_too_large_to_hold_is_invalid_json(client, runtime, number, event_type):
+    """JSON has no limit on numbers, but Python reads 1e999 as infinity (which no database stores as JSON)
+    and refuses integers of thousands of digits: 400, not a 500, and nothing stored."""
+    event = _started()
+    event["type"] = event_type
+    body = json.dumps(event).replace('"data": {', f'"score": {number}, "data": {{').encode()
+    response = _post(client, body)
+    assert response.status_code == 400
+    assert response.json["error"] == {"code": "invalid_json", "message": "the body has a number too large to read",
+                                      "field": None}
+    assert _nothing_stored(runtime)
