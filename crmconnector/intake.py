@@ -104,9 +104,34 @@ def _finite_float(text: str) -> float:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
+# Events nest a few levels deep. Far deeper bodies exhaust Python's stack in json, either while reading
+# them or while writing them again (the event's hash, its stored payload).
+MAX_DEPTH = 64
+_TOO_DEEP = f"the body is nested too deeply (more than {MAX_DEPTH} levels of arrays and objects)"
+
+
 def decode_json(body: bytes) -> Any:
     """The JSON document in a request body, or EventError 400 `invalid_json` saying what is wrong: the
     callback URL and the agent API read bodies alike, and answer alike."""
+    document = _decode(body)
+    # Counting brackets is cheap; only a body with many of them is measured.
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _nested_deeper_than(document, MAX_DEPTH):
+        raise EventError(400, "invalid_json", _TOO_DEEP)
+    return document
+
+
+def _nested_deeper_than(document: Any, limit: int) -> bool:
+    """Level by level, not recursively: measuring a deep document must not exhaust the stack either."""
+    level = [document] if isinstance(document, (dict, list)) else []
+    for _ in range(limit):
+        level = [child for node in level for child in (node.values() if isinstance(node, dict) else node)
+                 if isinstance(child, (dict, list))]
+        if not level:
+            return False
+    return True
+
+
+def _decode(body: bytes) -> Any:
     try:
         return _DECODER.decode(body.decode("utf-8"))
     except UnicodeDecodeError:
@@ -116,6 +141,8 @@ def decode_json(body: bytes) -> Any:
     except json.JSONDecodeError as exc:
         raise EventError(400, "invalid_json", f"the body is not JSON: {exc.msg} at line {exc.lineno} "
                                               f"column {exc.colno}") from None
+    except RecursionError:
+        raise EventError(400, "invalid_json", _TOO_DEEP) from None
     except ValueError:  # _NumberTooLarge, or an integer of thousands of digits, which Python refuses to read
         raise EventError(400, "invalid_json", "the body has a number too large to read") from None
 

@@ -232,3 +232,25 @@ def test_a_number_too_large_to_hold_is_invalid_json(client, runtime, number, eve
     assert response.json["error"] == {"code": "invalid_json", "message": "the body has a number too large to read",
                                       "field": None}
     assert _nothing_stored(runtime)
+
+
+@pytest.mark.parametrize("depth", [65, 940, 944, 100_000])
+@pytest.mark.parametrize("event_type", ["chat.started", "chat.typing"])
+def test_a_body_nested_too_deeply_is_invalid_json(client, runtime, depth, event_type):
+    """Nesting that would exhaust Python's stack while the body is read, or while it is written again for
+    its hash and its stored payload, is a 400 at any depth past the limit, and nothing is stored."""
+    event = _started()
+    event["type"] = event_type
+    nested = "[" * depth + "]" * depth
+    body = json.dumps(event).replace('"data": {', f'"extra": {nested}, "data": {{').encode()
+    response = _post(client, body)
+    assert response.status_code == 400
+    assert response.json["error"]["code"] == "invalid_json"
+    assert "nested too deeply" in response.json["error"]["message"]
+    assert _nothing_stored(runtime)
+
+
+def test_a_body_nested_up_to_the_limit_is_read(client, runtime):
+    event = _started()
+    event["extra"] = json.loads("[" * 63 + "]" * 63)  # 64 levels with the envelope
+    assert _post(client, json.dumps(event).encode()).status_code == 200
