@@ -9,8 +9,9 @@ import hashlib
 import json
 import logging
 import math
+import re
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -147,6 +148,41 @@ def _decode(body: bytes) -> Any:
         raise EventError(400, "invalid_json", "the body has a number too large to read") from None
 
 
+# In JSON text, the escapes that can give a string a character no database stores as text.
+_ESCAPES_TO_CHECK = re.compile(rb"\\u[dD][89a-fA-F]")
+# Half of a UTF-16 surrogate pair: `"\\ud83d"` is JSON, but the string is not Unicode text.
+_NOT_STORABLE = re.compile("[\ud800-\udfff]")
+
+
+def check_text(body: bytes, document: Any) -> None:
+    """EventError 400 `invalid_payload`, naming the field, for a string that is not Unicode text (so
+    neither hashed nor stored); only bodies with such escapes are walked."""
+    if not _ESCAPES_TO_CHECK.search(body):
+        return
+    found = _first_unstorable(document)
+    if found is not None:
+        field, char = found
+        message = f"half of a UTF-16 surrogate pair (\\u{ord(char):04x}) is not Unicode text"
+        raise EventError(400, "invalid_payload", f"{field}: {message}" if field else message, field or None)
+
+
+def _first_unstorable(document: Any) -> tuple[str, str] | None:
+    """The path of the first string holding such a character (for a key: its object's path), and the character."""
+    queue: deque[tuple[str, Any]] = deque([("", document)])
+    while queue:
+        path, node = queue.popleft()
+        if isinstance(node, str):
+            found = _NOT_STORABLE.search(node)
+            if found:
+                return path, found.group()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in items:
+            if isinstance(key, str) and (found := _NOT_STORABLE.search(key)):
+                return path, found.group()
+            queue.append((f"{path}.{key}" if path else str(key), value))
+    return None
+
+
 class Intake:
     def __init__(self, context: EventContext):
         self.context = context
@@ -182,6 +218,7 @@ class Intake:
         if (content_type or "").split(";")[0].strip().lower() != "application/json":
             raise EventError(415, "unsupported_media_type", "Content-Type must be application/json")
         document = decode_json(body)
+        check_text(body, document)
         envelope = parse_envelope(document)
         if not self.context.ready():
             raise StoreUnavailable("the database has not been reachable since start")

@@ -254,3 +254,33 @@ def test_a_body_nested_up_to_the_limit_is_read(client, runtime):
     event = _started()
     event["extra"] = json.loads("[" * 63 + "]" * 63)  # 64 levels with the envelope
     assert _post(client, json.dumps(event).encode()).status_code == 200
+
+
+@pytest.mark.parametrize("event_type, data, field", [
+    ("chat.message", {"chat": {"id": "2415"}, "message": {"id": "m1", "sender": "consumer", "text": "hi \ud83d",
+                                                          "sent_at": "2026-11-21T17:03:11Z"}},
+     "data.message.text"),
+    ("chat.started", {"chat": {"id": "2415", "consumer_number": "+14155550132", "lang": "\udc4b"}}, "data.chat.lang"),
+    ("chat.typing", {"who": ["x", "\ud800"]}, "data.who.1"),
+    ("chat.typing", {"\ud800": 1}, "data"),
+])
+def test_half_a_surrogate_pair_is_invalid_payload_naming_the_field(client, runtime, event_type, data, field):
+    """`"\\ud83d"` is JSON (a platform that cuts a text between the two halves of an emoji sends it), but the
+    string is not Unicode text: 400 naming the field, not a 500, and nothing stored."""
+    body = json.dumps({"id": "evt_1", "type": event_type, "data": data}).encode()  # ASCII, with \\u escapes
+    response = _post(client, body)
+    assert response.status_code == 400
+    assert response.json["error"]["code"] == "invalid_payload"
+    assert response.json["error"]["field"] == field
+    assert "surrogate" in response.json["error"]["message"]
+    assert _nothing_stored(runtime)
+
+
+def test_a_whole_surrogate_pair_is_text(client, runtime):
+    event = _started()
+    event["data"]["chat"]["lang"] = "en \U0001F44B"
+    body = json.dumps(event).encode()  # the emoji as "\ud83d\udc4b"
+    assert b"\\ud83d\\udc4b" in body
+    assert _post(client, body).status_code == 200
+    with reading(runtime.engine) as conn:
+        assert conn.execute(select(chats.c.lang)).scalar_one() == "en \U0001F44B"
