@@ -149,20 +149,23 @@ def _decode(body: bytes) -> Any:
 
 
 # In JSON text, the escapes that can give a string a character no database stores as text.
-_ESCAPES_TO_CHECK = re.compile(rb"\\u[dD][89a-fA-F]")
-# Half of a UTF-16 surrogate pair: `"\\ud83d"` is JSON, but the string is not Unicode text.
-_NOT_STORABLE = re.compile("[\ud800-\udfff]")
+_ESCAPES_TO_CHECK = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+# NUL, which PostgreSQL's text refuses, and half of a UTF-16 surrogate pair: `"\\ud83d"` is JSON, but
+# the string is not Unicode text.
+_NOT_STORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def check_text(body: bytes, document: Any) -> None:
-    """EventError 400 `invalid_payload`, naming the field, for a string that is not Unicode text (so
-    neither hashed nor stored); only bodies with such escapes are walked."""
+    """EventError 400 `invalid_payload`, naming the field, for a string that is not Unicode text or holds a
+    NUL (so it could not be hashed or stored, on every database alike); only bodies with such escapes are
+    walked."""
     if not _ESCAPES_TO_CHECK.search(body):
         return
     found = _first_unstorable(document)
     if found is not None:
         field, char = found
-        message = f"half of a UTF-16 surrogate pair (\\u{ord(char):04x}) is not Unicode text"
+        message = ("a NUL character (\\u0000) cannot be stored" if char == "\x00" else
+                   f"half of a UTF-16 surrogate pair (\\u{ord(char):04x}) is not Unicode text")
         raise EventError(400, "invalid_payload", f"{field}: {message}" if field else message, field or None)
 
 

@@ -284,3 +284,23 @@ def test_a_whole_surrogate_pair_is_text(client, runtime):
     assert _post(client, body).status_code == 200
     with reading(runtime.engine) as conn:
         assert conn.execute(select(chats.c.lang)).scalar_one() == "en \U0001F44B"
+
+
+@pytest.mark.parametrize("event_type, data, field", [
+    ("chat.message", {"chat": {"id": "2415"}, "message": {"id": "m1", "sender": "consumer", "text": "hi\u0000there",
+                                                          "sent_at": "2026-11-21T17:03:11Z"}},
+     "data.message.text"),
+    ("chat.message", {"chat": {"id": "2415"}, "message": {"id": "m\u00001", "sender": "consumer", "text": "hi",
+                                                          "sent_at": "2026-11-21T17:03:11Z"}},
+     "data.message.id"),
+    ("chat.typing", {"who": "\u0000"}, "data.who"),
+])
+def test_a_nul_character_is_invalid_payload_naming_the_field(client, runtime, event_type, data, field):
+    """PostgreSQL's text cannot hold NUL (a 500 there): 400 naming the field, on every database alike."""
+    body = json.dumps({"id": "evt_1", "type": event_type, "data": data}).encode()
+    response = _post(client, body)
+    assert response.status_code == 400
+    assert response.json["error"]["code"] == "invalid_payload"
+    assert response.json["error"]["field"] == field
+    assert "NUL" in response.json["error"]["message"]
+    assert _nothing_stored(runtime)
