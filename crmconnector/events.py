@@ -53,7 +53,12 @@ def _timestamp(value: Any) -> datetime:
         parsed = datetime.fromisoformat(value.strip().replace("z", "Z"))
     except ValueError:
         raise PydanticCustomError("invalid_timestamp", "is not an ISO 8601 timestamp") from None
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:  # 9999-12-31T23:00:00-05:00 is in the year 10000 in UTC
+        raise PydanticCustomError("invalid_timestamp", "is out of range in UTC") from None
 
 
 Id = Annotated[str, BeforeValidator(_identifier)]

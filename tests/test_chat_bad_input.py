@@ -56,3 +56,19 @@ def test_bad_lifecycle_data_is_a_400_naming_the_field_and_stores_nothing(platfor
     assert error["code"] == "invalid_payload"
     assert error["field"].startswith(f"data.{path}")
     assert _nothing_stored(runtime)
+
+
+@pytest.mark.parametrize("kind,data,path", [
+    ("chat.message", message("m1", "consumer", "hi", 0), "message.sent_at"),
+    ("chat.assigned", assigned(TOM, 0), "assigned_at"),
+    ("chat.ended", ended(0), "chat.ended_at"),
+])
+@pytest.mark.parametrize("timestamp", ["9999-12-31T23:00:00-05:00", "0001-01-01T00:30:00+01:00"])
+def test_a_timestamp_outside_the_years_datetime_holds_in_utc_is_a_400(platform, runtime, kind, data, path,
+                                                                        timestamp):
+    """An offset can carry a valid timestamp past year 9999 (or before year 1) in UTC: a 400, not a 500."""
+    response = platform.post(kind, _with(data, path, timestamp))
+    assert response.status_code == 400
+    assert response.json["error"]["code"] == "invalid_payload"
+    assert response.json["error"]["field"] == f"data.{path}"
+    assert _nothing_stored(runtime)
