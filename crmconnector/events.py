@@ -16,6 +16,7 @@ from pydantic_core import PydanticCustomError
 from crmconnector.matching.phone import InvalidPhoneNumber, normalize
 
 MAX_ID_LENGTH = 200
+MAX_INTEGER = 2**31 - 1  # what an INTEGER column holds on every database (PostgreSQL's is 32-bit)
 _SHORT_CODE = re.compile(r"[0-9]{3,8}")
 
 
@@ -207,7 +208,7 @@ class AbandonedCall(Strict):
     lang: Annotated[str, Field(max_length=32)] | None = None
     started_at: Timestamp | None = None
     abandoned_at: Timestamp | None = None
-    wait_seconds: Annotated[int, Field(ge=0)] | None = None
+    wait_seconds: Annotated[int, Field(ge=0, le=MAX_INTEGER)] | None = None
     wait_time_sms: WaitTimeSMS | None = None
 
     _caller = field_validator("caller_number")(_phone)

@@ -59,6 +59,13 @@ def test_integer_ids_are_accepted(platform, runtime):
     assert _row(runtime, "98765")["sms_messages"][0]["id"] == "7"
 
 
+def test_the_largest_wait_an_integer_column_holds_is_recorded(platform, runtime):
+    data = call_data()
+    data["call"]["wait_seconds"] = 2**31 - 1
+    assert platform.post("call.abandoned", data).status_code == 202
+    assert _row(runtime)["wait_seconds"] == 2**31 - 1
+
+
 @pytest.mark.parametrize("change, field, code", [
     (lambda c: c.pop("caller_number"), "data.call.caller_number", "invalid_payload"),
     (lambda c: c.update(caller_number=""), "data.call.caller_number", "invalid_phone_number"),
@@ -72,6 +79,8 @@ def test_integer_ids_are_accepted(platform, runtime):
     (lambda c: c["wait_time_sms"]["messages"][0].update(sent_at="yesterday"),
      "data.call.wait_time_sms.messages.0.sent_at", "invalid_payload"),
     (lambda c: c.update(wait_seconds=-5), "data.call.wait_seconds", "invalid_payload"),
+    (lambda c: c.update(wait_seconds=2**31), "data.call.wait_seconds", "invalid_payload"),  # past PostgreSQL's
+    (lambda c: c.update(wait_seconds=10**20), "data.call.wait_seconds", "invalid_payload"),  # past SQLite's
     (lambda c: c.pop("id"), "data.call.id", "invalid_payload"),
 ])
 def test_bad_call_abandoned_gets_400_naming_the_field_and_stores_nothing(platform, runtime, change, field, code):
