@@ -1,7 +1,7 @@
 """chat.started: match the consumer, decide the screen pop, and record the chat.
 
-The match is the one CRM call made inside a callback; when the CRM cannot answer, the chat is
-stored anyway, the response says the match is pending, and the outbox matches it later.
+The match is the one CRM call made inside a callback; when the CRM cannot answer (or refuses), the
+chat is stored anyway, the response says the match is pending, and the outbox matches it later.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sqlalchemy import Connection, bindparam, select
 
 from crmconnector import console, optout
 from crmconnector.crm.base import CRMBackend, Record
-from crmconnector.crm.errors import CRMAuthError, CRMRejected, RetryableCRMError
+from crmconnector.crm.errors import CRMError, CRMRejected
 from crmconnector.driver_sql import DriverStatement
 from crmconnector.events import ChatStarted, Envelope
 from crmconnector.intake import EventContext, Outcome, handles
@@ -94,9 +94,11 @@ def _prepare(context: EventContext, data: ChatStarted) -> MatchedPop | None:
     prefs = pop_settings(context.engine)
     try:
         matched = match_and_pop(context.crm, context.settings, prefs, data.chat.id, data.chat.consumer_number)
-    except (RetryableCRMError, CRMAuthError):
+    except CRMError:
+        # Down, or refusing the search (an object or field the org will not let us search): the event is
+        # still accepted, and the outbox matches later or shows the admin the CRM's error.
         MATCHES.labels("pending").inc()
-        return None  # matched later by the outbox; the event is still accepted
+        return None
     MATCHES.labels(matched.match.outcome).inc()
     return matched
 

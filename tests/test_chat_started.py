@@ -1,7 +1,12 @@
 """chat.started through the app on the embedded CRM: match outcomes and screen pops."""
 from __future__ import annotations
 
+from sqlalchemy import select
+
 from crmconnector import preferences
+from crmconnector.crm.errors import CRMRejected
+from crmconnector.store import chats, reading
+from tests.chat_support import make_worker, outbox_rows, use_crm
 
 
 def _contact(crm, last, phone, **fields):
@@ -143,3 +148,30 @@ def test_a_business_texting_from_a_short_code_is_taken(platform, crm, runtime):
     with runtime.engine.connect() as conn:
         assert conn.execute(select(chats.c.business_number)).scalar() == "87878"
     assert platform.start_chat("2416", business_number="not a number").json["error"]["code"] == "invalid_phone_number"
+
+
+class _RefusesSearches:
+    """The CRM refuses the match's search (an object or field the org does not let us search)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def find_by_phone(self, numbers, objects):
+        raise CRMRejected("sObject type 'Lead' is not supported", code="INVALID_TYPE", status=400)
+
+
+def test_a_crm_refusing_the_search_still_stores_the_chat_and_shows_the_admin_why(platform, crm, runtime):
+    """A 500 would leave the chat unstored while the platform retried, and each retry would be refused alike."""
+    use_crm(runtime, _RefusesSearches(crm))
+    response = platform.start_chat()
+    assert response.status_code == 200
+    assert (response.json["chat_id"], response.json["match"], response.json["linked_record"]) == ("2415", None, None)
+    with reading(runtime.engine) as conn:
+        assert conn.execute(select(chats.c.match_outcome)).scalar_one() == "pending"
+    make_worker(runtime).run_once()
+    [item] = outbox_rows(runtime)
+    assert (item["kind"], item["status"]) == ("match", "failed")
+    assert "INVALID_TYPE" in item["last_error"]
