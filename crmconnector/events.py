@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo,
-                      field_validator)
+                      field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
 from crmconnector.matching.phone import InvalidPhoneNumber, normalize
@@ -87,6 +87,18 @@ def _business_phone(value: Any, info: ValidationInfo) -> str:
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        """Platforms write an optional field they have no value for as null (a picture sent without
+        text: `"text": null`): it reads as absent, so it takes its default. A required field stays null
+        and is refused."""
+        if not isinstance(data, dict) or None not in data.values():
+            return data
+        fields = cls.model_fields
+        return {key: value for key, value in data.items()
+                if value is not None or key not in fields or fields[key].is_required()}
 
 
 class Queue(Strict):

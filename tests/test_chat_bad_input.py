@@ -72,3 +72,30 @@ def test_a_timestamp_outside_the_years_datetime_holds_in_utc_is_a_400(platform, 
     assert response.json["error"]["code"] == "invalid_payload"
     assert response.json["error"]["field"] == f"data.{path}"
     assert _nothing_stored(runtime)
+
+
+def test_an_optional_field_sent_as_null_reads_as_absent(platform, runtime):
+    """A picture sent without text arrives as `"text": null`: stored with no text, not refused."""
+    picture = [{"url": "https://media.example/m/1", "content_type": "image/jpeg", "filename": "fence1.jpg"}]
+    response = platform.post("chat.message", message("m1", "consumer", None, 0, media=picture))
+    assert response.status_code == 200
+    assert platform.post("chat.message", message("m2", "consumer", "hi", 1, media=None, agent=None)).status_code == 200
+    assert platform.start_chat(direction=None, lang=None).status_code == 200
+    with reading(runtime.engine) as conn:
+        rows = conn.execute(select(chat_messages.c.message_id, chat_messages.c.text, chat_messages.c.media)
+                            .order_by(chat_messages.c.message_id)).all()
+        assert conn.execute(select(chats.c.direction)).scalar_one() == "inbound"
+    assert [tuple(r) for r in rows] == [("m1", "", picture), ("m2", "hi", [])]
+
+
+@pytest.mark.parametrize("kind,data,path", [
+    ("chat.message", message("m1", "consumer", "hi", 0), "message.sent_at"),
+    ("chat.message", message("m1", "consumer", "hi", 0), "message.sender"),
+    ("chat.assigned", assigned(TOM, 0), "agent"),
+    ("chat.ended", ended(0), "chat.ended_at"),
+])
+def test_a_required_field_sent_as_null_is_still_a_400(platform, runtime, kind, data, path):
+    response = platform.post(kind, _with(data, path, None))
+    assert response.status_code == 400
+    assert response.json["error"]["field"] == f"data.{path}"
+    assert _nothing_stored(runtime)
