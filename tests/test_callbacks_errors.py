@@ -304,3 +304,13 @@ def test_a_nul_character_is_invalid_payload_naming_the_field(client, runtime, ev
     assert response.json["error"]["field"] == field
     assert "NUL" in response.json["error"]["message"]
     assert _nothing_stored(runtime)
+
+
+def test_a_signature_with_non_ascii_characters_is_401(client, runtime):
+    """Any bytes may arrive in a header; a v1 that is not hex simply does not match (it was a 500)."""
+    body = json.dumps(_started()).encode()
+    header = f"t={int(time.time())},v1=\u00e9{'0' * 63}"
+    response = _post(client, body, {HEADER: header, "Content-Type": "application/json"})
+    assert response.status_code == 401
+    assert response.json["error"]["code"] == "invalid_signature"
+    assert _nothing_stored(runtime)
