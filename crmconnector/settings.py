@@ -161,7 +161,13 @@ class Settings:
         """Fill an unset callback secret or admin token from the instance folder, generating them once."""
         if self.callback_secrets and self.admin_token:
             return self
-        stored, generated = _stored_secrets(self.secrets_file)
+        try:
+            stored, generated = _stored_secrets(self.secrets_file)
+        except OSError as exc:  # a folder that cannot be created or written: a setting, not a crash
+            raise SettingsError([f"CRMCONNECTOR_INSTANCE_PATH {self.instance_path!r}: cannot keep the generated "
+                                 f"secrets in {self.secrets_file} ({exc.strerror or exc}); name a folder this "
+                                 "user may create and write, or set CRMCONNECTOR_ADMIN_TOKEN and "
+                                 "CRMCONNECTOR_CALLBACK_SECRETS"]) from None
         return replace(
             self,
             callback_secrets=self.callback_secrets or (stored["callback_secret"],),

@@ -59,3 +59,11 @@ def test_the_command_list_describes_each_command_without_cutting_it_short():
     assert not [line for line in lines if line.endswith("...")]
     import_help = CliRunner().invoke(main, ["import", "--help"]).output
     assert "Contact" in import_help and "Records written per transaction" in import_help
+
+
+def test_an_instance_folder_that_cannot_be_created_is_named_not_a_traceback(workdir):
+    (workdir / "afile").write_text("")  # a file where the instance folder's parent should be
+    result = CliRunner().invoke(main, ["outbox"], env={"CRMCONNECTOR_INSTANCE_PATH": "afile/instance"})
+    assert result.exit_code == 2
+    assert "CRMCONNECTOR_INSTANCE_PATH" in result.stderr and "afile/instance" in result.stderr
+    assert isinstance(result.exception, SystemExit)  # a clear message, not a traceback
