@@ -107,6 +107,9 @@ class Settings:
         if public_url:
             problems.extend(_url_problems("CRMCONNECTOR_PUBLIC_URL", public_url, "https://connector.example.com"))
         login_url = env.get("SALESFORCE_LOGIN_URL", "").strip() or cls.salesforce_login_url
+        ca_bundle = env.get("REQUESTS_CA_BUNDLE", "").strip() or None
+        if ca_bundle and not os.path.exists(ca_bundle):  # else every HTTPS request fails, far from its cause
+            problems.append(f"REQUESTS_CA_BUNDLE {ca_bundle!r} does not exist (a file or folder of CA certificates)")
         if crm == "salesforce":
             problems.extend(_url_problems("SALESFORCE_LOGIN_URL", login_url, "https://yourcompany.my.salesforce.com",
                                           https_only=True))
@@ -132,7 +135,7 @@ class Settings:
             salesforce_api_version=env.get("SALESFORCE_API_VERSION", "").strip() or DEFAULT_API_VERSION,
             instance_path=env.get("CRMCONNECTOR_INSTANCE_PATH", "").strip() or cls.instance_path,
             public_url=public_url.rstrip("/"),
-            ca_bundle=env.get("REQUESTS_CA_BUNDLE") or None,
+            ca_bundle=ca_bundle,
         )
         if crm == "salesforce":
             problems.extend(settings.salesforce_problems())

@@ -67,3 +67,12 @@ def test_an_instance_folder_that_cannot_be_created_is_named_not_a_traceback(work
     assert result.exit_code == 2
     assert "CRMCONNECTOR_INSTANCE_PATH" in result.stderr and "afile/instance" in result.stderr
     assert isinstance(result.exception, SystemExit)  # a clear message, not a traceback
+
+
+def test_a_ca_bundle_that_does_not_exist_is_named_before_check_connects(workdir):
+    result = CliRunner().invoke(main, ["check"], env={
+        "CRMCONNECTOR_CRM": "salesforce", "SALESFORCE_LOGIN_URL": "https://acme.my.salesforce.com",
+        "SALESFORCE_CLIENT_ID": "id", "SALESFORCE_CLIENT_SECRET": "secret", "REQUESTS_CA_BUNDLE": "corp-ca.pem"})
+    assert result.exit_code == 2
+    assert "REQUESTS_CA_BUNDLE 'corp-ca.pem' does not exist" in result.stderr
+    assert isinstance(result.exception, SystemExit)  # a clear message, not a traceback

@@ -42,6 +42,8 @@ def test_the_default_api_version_is_a_current_one():
 
 
 def test_every_variable_is_read(tmp_path):
+    bundle = tmp_path / "corp.pem"
+    bundle.write_text("")
     s = load(tmp_path,
              CRMCONNECTOR_DATABASE_URL="postgresql://u:p@db/crm", CRMCONNECTOR_HOST="0.0.0.0",
              CRMCONNECTOR_PORT="9000", CRMCONNECTOR_CALLBACK_SECRETS="new, old ,", CRMCONNECTOR_ADMIN_TOKEN="tok",
@@ -50,7 +52,7 @@ def test_every_variable_is_read(tmp_path):
              CRMCONNECTOR_ABANDONED_INTERVAL_SECONDS="300", CRMCONNECTOR_CRM="salesforce",
              SALESFORCE_LOGIN_URL="https://acme.my.salesforce.com/", SALESFORCE_CLIENT_ID="cid",
              SALESFORCE_CLIENT_SECRET="csecret", SALESFORCE_API_VERSION="61.0",
-             REQUESTS_CA_BUNDLE="/etc/ssl/corp.pem")
+             REQUESTS_CA_BUNDLE=str(bundle))
     assert s.database_url == "postgresql://u:p@db/crm"
     assert (s.host, s.port, s.callback_secrets, s.admin_token) == ("0.0.0.0", 9000, ("new", "old"), "tok")
     assert (s.default_region, s.media_hosts, s.media_max_bytes) == ("GB", ("media.example.com", "cdn.example.net"),
@@ -58,7 +60,7 @@ def test_every_variable_is_read(tmp_path):
     assert (s.abandoned_tickets, s.abandoned_interval_seconds) == ("all", 300)
     assert (s.crm, s.salesforce_login_url, s.salesforce_client_id, s.salesforce_client_secret) == (
         "salesforce", "https://acme.my.salesforce.com", "cid", "csecret")
-    assert (s.salesforce_api_version, s.ca_bundle) == ("61.0", "/etc/ssl/corp.pem")
+    assert (s.salesforce_api_version, s.ca_bundle) == ("61.0", str(bundle))
     assert s.generated == ()
     assert not (tmp_path / "instance" / "secrets.json").exists()
 
@@ -103,6 +105,8 @@ def test_either_login_is_enough_for_salesforce(tmp_path, credentials):
     ("CRMCONNECTOR_ABANDONED_INTERVAL_SECONDS", "0", "CRMCONNECTOR_ABANDONED_INTERVAL_SECONDS must be at least 1"),
     ("CRMCONNECTOR_ABANDONED_TICKETS", "sometimes", "CRMCONNECTOR_ABANDONED_TICKETS must be one of off, all, with_sms"),
     ("CRMCONNECTOR_CRM", "hubspot", "CRMCONNECTOR_CRM must be 'local' or 'salesforce'"),
+    ("REQUESTS_CA_BUNDLE", "/etc/ssl/no-such-bundle.pem",
+     "REQUESTS_CA_BUNDLE '/etc/ssl/no-such-bundle.pem' does not exist"),
 ])
 def test_invalid_values_are_named(tmp_path, name, value, says):
     [message] = problems(tmp_path, **{name: value})
