@@ -187,7 +187,8 @@ class Settings:
     @property
     def base_url(self) -> str:
         """Where people reach this connector (for links in pops and sign-in links)."""
-        return self.public_url or f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address is bracketed in a URL
+        return self.public_url or f"http://{host}:{self.port}"
 
 
 def _stored_secrets(store: Path) -> tuple[dict[str, str], list[str]]:

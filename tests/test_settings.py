@@ -195,6 +195,14 @@ def test_http_and_https_public_urls_with_a_path_are_accepted(tmp_path, url):
     assert load(tmp_path, CRMCONNECTOR_PUBLIC_URL=url).base_url == url.rstrip("/")
 
 
+@pytest.mark.parametrize(("host", "base_url"), [
+    ("127.0.0.1", "http://127.0.0.1:8000"), ("connector.internal", "http://connector.internal:8000"),
+    ("::1", "http://[::1]:8000"), ("::", "http://[::]:8000"),
+])
+def test_without_a_public_url_links_use_host_and_port_as_a_valid_url(tmp_path, host, base_url):
+    assert load(tmp_path, CRMCONNECTOR_HOST=host).base_url == base_url
+
+
 @pytest.mark.parametrize(("url", "says"), [
     ("yourcompany.my.salesforce.com", "must be an http:// or https:// address with a host"),
     ("login.salesforce.com/", "must be an http:// or https:// address with a host"),
