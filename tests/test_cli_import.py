@@ -81,6 +81,8 @@ def test_references_are_checked_on_import(workdir):
     ("LastName,LastName\nDoe,Roe\n", "field(s) named twice in the header: LastName"),
     ("", "the file is empty"),
     (b"LastName\nM\xfcller\n", "the file is not UTF-8 text"),
+    # a quote never closed would take every later row into one value, losing those rows without a word
+    ('LastName,Title\nDoe,"Boss\nRoe,Clerk\nPoe,Cook\n', "c.csv, line 2: not a readable CSV file"),
 ])
 def test_a_file_that_cannot_be_read_imports_nothing(workdir, content, says):
     path = workdir / "c.csv"

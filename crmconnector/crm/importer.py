@@ -46,7 +46,9 @@ def import_file(crm: Any, object_name: str, path: str, *, batch_size: int = 5000
         return report.fail(0, f"unknown object {object_name!r}; one of {', '.join(OBJECTS)}")
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            total = sum(1 for values in csv.reader(handle) if values) - 1
+            total = _count_rows(handle, report)
+            if total is None:
+                return report
             handle.seek(0)
             _load(crm, object_name, handle, total, report, batch_size, progress)
             report.problems.sort(key=lambda problem: problem.line)
@@ -55,6 +57,23 @@ def import_file(crm: Any, object_name: str, path: str, *, batch_size: int = 5000
     except csv.Error as exc:
         report.fail(0, f"not a readable CSV file: {exc}")
     return report
+
+
+def _count_rows(handle: IO[str], report: ImportReport) -> int | None:
+    """The rows after the header (for the progress bar), read strictly: a quote that is never closed
+    would otherwise take every later row into one value, and those rows would be lost without a word.
+    None, with the row named in `report`, when the file is no well-formed CSV."""
+    reader = csv.reader(handle, strict=True)
+    rows, start = 0, 1
+    try:
+        for values in reader:
+            rows += bool(values)
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        report.fail(start, f"not a readable CSV file: {exc} in the row that starts here "
+                           '(a quote " never closed, or text after a closing one)')
+        return None
+    return rows - 1
 
 
 def _load(crm: LocalCRM, object_name: str, handle: IO[str], total: int, report: ImportReport,
