@@ -69,11 +69,9 @@ class Settings:
         generate_secrets: bool = True,
     ) -> "Settings":
         """Read, validate and complete the configuration; raise SettingsError naming each problem."""
-        env: dict[str, str] = {}
-        if dotenv_path and Path(dotenv_path).is_file():
-            env.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
-        env.update(os.environ if environ is None else environ)
         problems: list[str] = []
+        env = _read_dotenv(dotenv_path, problems) if dotenv_path else {}
+        env.update(os.environ if environ is None else environ)
 
         def integer(name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
             raw = env.get(name, "").strip()
@@ -189,6 +187,20 @@ class Settings:
         """Where people reach this connector (for links in pops and sign-in links)."""
         host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address is bracketed in a URL
         return self.public_url or f"http://{host}:{self.port}"
+
+
+def _read_dotenv(path: str | os.PathLike[str], problems: list[str]) -> dict[str, str]:
+    """The `.env` file's variables, if there is one; one that cannot be read is a problem to name,
+    not a traceback."""
+    if not Path(path).is_file():
+        return {}
+    try:
+        return {k: v for k, v in dotenv_values(path).items() if v is not None}
+    except UnicodeDecodeError as exc:
+        problems.append(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8")
+    except OSError as exc:
+        problems.append(f"{path} cannot be read: {exc.strerror or exc}")
+    return {}
 
 
 def _stored_secrets(store: Path) -> tuple[dict[str, str], list[str]]:

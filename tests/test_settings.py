@@ -72,6 +72,12 @@ def test_dotenv_is_read_and_the_environment_wins(tmp_path):
     assert (s.port, s.default_region, s.admin_token) == (8123, "FR", "from dotenv")
 
 
+def test_a_dotenv_that_is_not_utf8_is_named_not_a_traceback(tmp_path):
+    (tmp_path / ".env").write_bytes(b"CRMCONNECTOR_ADMIN_TOKEN=M\xfcller\n")
+    [message] = problems(tmp_path)
+    assert message.startswith(f"{tmp_path / '.env'} is not UTF-8 text")
+
+
 def test_salesforce_without_credentials_names_the_missing_variables(tmp_path):
     found = problems(tmp_path, CRMCONNECTOR_CRM="salesforce")
     assert len(found) == 1
