@@ -98,6 +98,8 @@ class Settings:
             problems.append(f"CRMCONNECTOR_ABANDONED_TICKETS must be one of {', '.join(ABANDONED_MODES)}")
         hosts_raw = env.get("CRMCONNECTOR_MEDIA_HOSTS", "").strip()
         media_hosts = tuple(h.strip().lower() for h in hosts_raw.split(",") if h.strip()) or None
+        problems.extend(f"CRMCONNECTOR_MEDIA_HOSTS names hosts (like media.example.com: no scheme, port or path), "
+                        f"not {h!r}" for h in media_hosts or () if not _is_host(h))
 
         database_url = env.get("CRMCONNECTOR_DATABASE_URL", "").strip() or cls.database_url
         problems.extend(_database_url_problems(database_url))
@@ -298,6 +300,18 @@ def mask_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
         return re.sub(r"(://[^/@:]*:)[^@/]*@", r"\1***@", url)
+
+
+def _is_host(name: str) -> bool:
+    """A host name or IP address, as media URLs are compared with: a URL or `host:port` in the media host
+    list would match no download, and that host's media would be refused far from the cause."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+        return True
+    except ValueError:
+        return re.search(r"[\s/\\:@?#\[\]]", name) is None
 
 
 def _split(raw: str) -> tuple[str, ...]:

@@ -65,6 +65,11 @@ def test_every_variable_is_read(tmp_path):
     assert not (tmp_path / "instance" / "secrets.json").exists()
 
 
+def test_media_hosts_may_be_names_and_addresses(tmp_path):
+    s = load(tmp_path, CRMCONNECTOR_MEDIA_HOSTS="media.example.com., 10.0.0.5, [fd00::5], fd00::6, bücher.example")
+    assert s.media_hosts == ("media.example.com.", "10.0.0.5", "[fd00::5]", "fd00::6", "bücher.example")
+
+
 def test_dotenv_is_read_and_the_environment_wins(tmp_path):
     s = load(tmp_path, "CRMCONNECTOR_PORT=8123\nCRMCONNECTOR_DEFAULT_REGION=DE\n# a comment\n"
                        "CRMCONNECTOR_ADMIN_TOKEN='from dotenv'\n",
@@ -111,6 +116,9 @@ def test_either_login_is_enough_for_salesforce(tmp_path, credentials):
     ("CRMCONNECTOR_ABANDONED_INTERVAL_SECONDS", "0", "CRMCONNECTOR_ABANDONED_INTERVAL_SECONDS must be at least 1"),
     ("CRMCONNECTOR_ABANDONED_TICKETS", "sometimes", "CRMCONNECTOR_ABANDONED_TICKETS must be one of off, all, with_sms"),
     ("CRMCONNECTOR_CRM", "hubspot", "CRMCONNECTOR_CRM must be 'local' or 'salesforce'"),
+    ("CRMCONNECTOR_MEDIA_HOSTS", "media.example.com, https://cdn.example.com/",
+     "CRMCONNECTOR_MEDIA_HOSTS names hosts (like media.example.com: no scheme, port or path), not 'https://cdn"),
+    ("CRMCONNECTOR_MEDIA_HOSTS", "cdn.example.com:8443", "CRMCONNECTOR_MEDIA_HOSTS names hosts"),
     ("REQUESTS_CA_BUNDLE", "/etc/ssl/no-such-bundle.pem",
      "REQUESTS_CA_BUNDLE '/etc/ssl/no-such-bundle.pem' does not exist"),
 ])
