@@ -17,6 +17,12 @@ def sign(body: bytes, secret: str, timestamp: int | None = None) -> str:
     return f"t={t},v1={digest}"
 
 
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time equality of a secret a client sent and ours. `hmac.compare_digest` raises on text
+    with non-ASCII characters, and a client may send any: their UTF-8 bytes are compared instead."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
+
+
 def verify(header: str | None, body: bytes, secrets: Sequence[str], now: float | None = None,
            tolerance: int = TOLERANCE_SECONDS) -> str | None:
     """None when one `v1` matches any secret within the time window; otherwise why not."""

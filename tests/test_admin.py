@@ -61,6 +61,16 @@ def test_a_wrong_token_or_a_missing_form_token_does_not_sign_in(client: Any) -> 
     assert client.get("/admin").status_code == 302
 
 
+def test_non_ascii_tokens_are_wrong_tokens_not_server_errors(client: Any) -> None:
+    token = csrf_of(client, "/admin/sign-in")
+    assert client.post("/admin/sign-in", data={"token": "tökén", "csrf": token}).status_code == 401
+    assert client.post("/admin/sign-in", data={"token": ADMIN_TOKEN, "csrf": "tökén"}).status_code == 400
+    with client.application.test_request_context(headers={"Authorization": "Bearer tökén"}):
+        from webapp.auth import admin_token_ok
+
+        assert admin_token_ok() is False  # browsers and curl may send such bytes; WSGI reads them as Latin-1
+
+
 def test_sign_out_ends_the_admin_session(admin: Any) -> None:
     assert admin.post("/admin/sign-out", data={"csrf": csrf_of(admin)}).status_code == 302
     assert admin.get("/admin").status_code == 302

@@ -5,7 +5,6 @@ add that header by themselves).
 """
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from flask import (Blueprint, current_app, flash, jsonify, redirect, render_template, request, session)
@@ -16,6 +15,7 @@ from crmconnector.crm.objects import MATCH_OBJECTS
 from crmconnector.runtime import Runtime
 from crmconnector.screenpop.decide import ACTIONS, NEW_RECORD_OBJECTS
 from crmconnector.settings import ABANDONED_MODES
+from crmconnector.signatures import same_secret
 from crmconnector.store import utcnow
 from crmconnector.sync.jobs_report import job_status
 from crmconnector.sync.worker import list_items, outbox_counts, retry_failed, retry_item
@@ -62,7 +62,7 @@ def sign_in() -> Any:
     if not form_token_ok():
         return render_template("admin_sign_in.html", error="The form expired. Please try again."), 400
     expected = _runtime().settings.admin_token
-    if not hmac.compare_digest(request.form.get("token", "").strip(), expected):
+    if not same_secret(request.form.get("token", "").strip(), expected):
         return render_template("admin_sign_in.html", error="That is not the admin token."), 401
     session.pop("agent_id", None)
     sign_in_admin()

@@ -2,13 +2,13 @@
 admin API, the local-CRM API and pages, the agent console and the admin pages."""
 from __future__ import annotations
 
-import hmac
 from functools import wraps
 from typing import Any, Callable
 
 from flask import current_app, g, request, session
 
 from crmconnector import agents
+from crmconnector.signatures import same_secret
 from webapp.errors import error_response
 
 
@@ -16,9 +16,9 @@ def admin_token_ok() -> bool:
     expected = current_app.extensions["crmconnector"].settings.admin_token
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token and hmac.compare_digest(token.strip(), expected):
+    if scheme.lower() == "bearer" and token and same_secret(token.strip(), expected):
         return True
-    return bool(session.get("admin")) and hmac.compare_digest(str(session.get("admin")), _session_marker())
+    return bool(session.get("admin")) and same_secret(str(session.get("admin")), _session_marker())
 
 
 def _session_marker() -> str:

@@ -6,11 +6,12 @@ never allow) and refuse a foreign `Origin`.
 """
 from __future__ import annotations
 
-import hmac
 import secrets
 from urllib.parse import urlsplit
 
 from flask import current_app, request, session
+
+from crmconnector.signatures import same_secret
 
 SESSION_KEY = "csrf"
 
@@ -28,7 +29,7 @@ def form_token_ok() -> bool:
     """True when the posted form carries this session's token."""
     expected = session.get(SESSION_KEY)
     given = request.form.get("csrf", "")
-    return isinstance(expected, str) and bool(expected) and hmac.compare_digest(given, expected)
+    return isinstance(expected, str) and bool(expected) and same_secret(given, expected)
 
 
 def same_origin() -> bool:
