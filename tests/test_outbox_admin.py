@@ -52,6 +52,8 @@ def test_retrying_one_failed_item_posts_it(client, platform, runtime, crm):
     done_id = next(r["id"] for r in outbox_rows(runtime) if r["status"] == "done")
     assert client.post(f"/api/admin/outbox/{done_id}/retry", headers=admin_headers()).status_code == 409
     assert client.post("/api/admin/outbox/999/retry", headers=admin_headers()).status_code == 404
+    # an id past what the database can hold is an item that does not exist either (SQLite would overflow)
+    assert client.post(f"/api/admin/outbox/{2 ** 64}/retry", headers=admin_headers()).status_code == 404
     response = client.post(f"/api/admin/outbox/{failed_id}/retry", headers=admin_headers())
     assert response.status_code == 200 and response.json == {"retried": 1, "id": failed_id}
     assert client.get("/api/admin/outbox", headers=admin_headers()).json == {"pending": 1, "failed": 0, "done": 1}

@@ -484,6 +484,8 @@ def retry_failed(engine: Engine) -> int:
 
 def retry_item(engine: Engine, item_id: int) -> bool | None:
     """Re-queue one failed item: True if re-queued, False if it is not failed, None if it does not exist."""
+    if not 0 < item_id < 2 ** 63:  # no row has such an id, and SQLite cannot even be asked (OverflowError)
+        return None
     with engine.begin() as conn:
         status = conn.execute(select(outbox.c.status).where(outbox.c.id == item_id)).scalar()
         if status is None:
