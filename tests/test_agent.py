@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from crmconnector import agents
 from crmconnector.cli import main
 from crmconnector.store import agent_tokens, chats, utcnow
+from tests.conftest import admin_headers
 from tests.chat_support import HUCK, TOM, assigned, ended, make_worker, message, started, tasks, transferred
 
 NUMBER = "+14155550132"
@@ -289,6 +290,18 @@ def test_a_pick_of_an_unknown_record_changes_nothing(tom: Any, platform: Any, cr
     assert response.status_code == 404
     assert response.json["error"]["code"] == "not_found"
     assert linked(runtime, "2415") == ("Contact", first)
+
+
+@pytest.mark.both_databases
+def test_a_nul_character_in_a_path_or_parameter_is_not_found_or_refused_not_a_500(tom: Any, app: Any) -> None:
+    """No chat, record or field value holds a NUL character (PostgreSQL cannot even be asked for one)."""
+    for path in ("/agent/chats/%00", "/api/agent/chats/%00", "/crm/Contact/%00", "/crm/Contact/003%00"):
+        assert tom.get(path).status_code == 404, path
+    assert tom.post("/api/agent/chats/%00/link", json={"object": "Contact", "id": "x"}).status_code == 404
+    admin = app.test_client()
+    assert admin.get("/api/crm/Contact/%00", headers=admin_headers()).status_code == 404
+    response = admin.get("/api/crm/Contact?LastName=a%00", headers=admin_headers())
+    assert response.status_code == 400 and response.json["error"]["field"] == "LastName"
 
 
 def test_a_pick_on_another_agents_chat_is_not_found(tom: Any, platform: Any, crm: Any, runtime: Any) -> None:

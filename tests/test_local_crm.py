@@ -130,6 +130,14 @@ def test_text_limits(crm):
         crm.create("Task", {"Subject": "s", "Description": "d" * 32001})
 
 
+@pytest.mark.both_databases
+def test_a_nul_character_is_refused_like_any_value_a_field_cannot_hold(crm):
+    with rejected("INVALID_TYPE_ON_FIELD_IN_RECORD") as info:  # PostgreSQL cannot store one in text
+        crm.create("Contact", {"LastName": "Doe\x00"})
+    assert "LastName" in str(info.value)
+    assert crm.query("Contact", {}) == []
+
+
 def test_restricted_picklist_and_defaults(crm):
     with rejected("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"):
         crm.create("Task", {"Subject": "s", "CallType": "Sideways"})

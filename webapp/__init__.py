@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask
+from flask import Flask, request
 
 from crmconnector.runtime import Runtime
 from crmconnector.settings import Settings
@@ -40,6 +40,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         app.register_blueprint(module.bp)
     _register_optional(app)
     app.wsgi_app = callbacks.CallbackFastPath(app)  # type: ignore[method-assign]
+
+    @app.before_request
+    def nul_in_path() -> Any:
+        """No chat or record id holds a NUL character, and PostgreSQL cannot even be asked for one."""
+        return error_response(404, "not_found", "no such resource") if "\x00" in request.path else None
 
     @app.errorhandler(404)
     def not_found(_: Exception) -> Any:

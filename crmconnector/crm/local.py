@@ -440,6 +440,9 @@ class LocalCRM:
         if spec.type == "base64":
             return raw
         text = str(raw)
+        if "\x00" in text:  # PostgreSQL text cannot hold it: refused alike on every database
+            raise CRMRejected(f"{spec.name}: a NUL character (\\u0000) is not allowed",
+                              code="INVALID_TYPE_ON_FIELD_IN_RECORD")
         if spec.length and len(text) > spec.length:
             raise CRMRejected(f"{spec.name}: data value too large: {text[:40]}... (max length={spec.length})",
                               code="STRING_TOO_LONG")
