@@ -410,7 +410,8 @@ def test_the_new_record_pop_links_only_the_agents_own_chat(tom: Any, platform: A
 
 @pytest.mark.parametrize("body, field", [({"id": "003000000000000AAA"}, "object"), ({"object": "Contact"}, "id"),
                                          ({"object": "Task", "id": "00T000000000000AAA"}, "object"),
-                                         ({"object": ["Contact"], "id": 5}, "object")])
+                                         ({"object": ["Contact"], "id": 5}, "object"),
+                                         ({"object": "Contact", "id": "003\x00"}, "id")])
 def test_a_bad_link_body_is_a_400_naming_the_field(tom: Any, platform: Any, body: dict, field: str) -> None:
     assign(platform, "2415", TOM)
     response = tom.post("/api/agent/chats/2415/link", json=body)

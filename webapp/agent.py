@@ -18,7 +18,7 @@ from crmconnector import agents, console_view
 from crmconnector.chats import new_record_fields
 from crmconnector.crm.errors import CRMError, CRMRejected
 from crmconnector.events import EventError
-from crmconnector.intake import decode_json
+from crmconnector.intake import check_text, decode_json
 from crmconnector.linking import LINKABLE_OBJECTS, LinkError, link_chat
 from crmconnector.runtime import Runtime
 from crmconnector.screenpop.decide import NEW_RECORD_OBJECTS
@@ -155,10 +155,12 @@ def _json_body() -> dict[str, Any] | Any:
         return error_response(403, "forbidden", "cross-site request refused")
     if not request.is_json:
         return error_response(415, "unsupported_media_type", "Content-Type must be application/json")
-    try:  # not Flask's get_json: NaN and Infinity are no JSON, here as at the callback URL
-        body = decode_json(request.get_data(cache=True))
+    raw = request.get_data(cache=True)
+    try:  # not Flask's get_json: NaN and Infinity are no JSON, and no NUL is stored, here as at the callback URL
+        body = decode_json(raw)
+        check_text(raw, body)
     except EventError as exc:
-        return error_response(exc.status, exc.code, exc.message)
+        return error_response(exc.status, exc.code, exc.message, exc.field)
     if not isinstance(body, dict):
         return error_response(400, "invalid_json", "the body must be a JSON object")
     return body
