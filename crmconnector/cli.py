@@ -128,7 +128,7 @@ def auto_workers(database_url: str) -> int:
 
 @main.command(short_help="Run the connector: callbacks, consoles, admin pages, outbox.")
 @click.option("--host", default=None, help="Listen address (CRMCONNECTOR_HOST).")
-@click.option("--port", type=int, default=None, help="Listen port (CRMCONNECTOR_PORT).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Listen port (CRMCONNECTOR_PORT).")
 # Each open agent console holds a thread for its live stream, so the default leaves room for about a
 # hundred agents per process besides the callbacks.
 @click.option("--threads", type=click.IntRange(min=1), default=128, show_default=True,

@@ -58,3 +58,12 @@ def test_the_first_line_says_how_many_workers_serve(workdir):
     settings = Settings.from_env({}, dotenv_path=None)
     assert "database: sqlite:///instance/crmconnector.db, 1 worker)\n" in welcome(settings)
     assert "database: sqlite:///instance/crmconnector.db, 2 workers)\n" in welcome(settings, 2)
+
+
+def test_a_port_option_outside_1_to_65535_is_a_usage_error(workdir):
+    from crmconnector.cli import main
+
+    for port in ("70000", "0", "-5"):
+        result = CliRunner().invoke(main, ["serve", "--port", port])
+        assert result.exit_code == 2, (port, result.output)
+        assert "Invalid value for '--port'" in result.stderr and "1<=x<=65535" in result.stderr
