@@ -268,7 +268,7 @@ def agents_add(email: str, name: str | None) -> None:
     click.echo(f"Sign-in link (one use, valid 24 hours; earlier unused links no longer work): {link}")
 
 
-@agents.command(name="sign-out")
+@agents.command(name="sign-out", short_help="Sign the agent out everywhere and void their unused links.")
 @click.argument("email")
 def agents_sign_out(email: str) -> None:
     """Sign the agent out of every browser and void their unused sign-in links (a lost laptop, a
@@ -285,7 +285,7 @@ def agents_sign_out(email: str) -> None:
     click.echo(f"Agent {agent.email} is signed out everywhere; their unused sign-in links no longer work")
 
 
-@agents.command(name="remove")
+@agents.command(name="remove", short_help="Remove the agent; their sessions and links stop working.")
 @click.argument("email")
 def agents_remove(email: str) -> None:
     """Remove the agent: their console sessions and sign-in links stop working at once."""

@@ -57,6 +57,9 @@ def test_the_command_list_describes_each_command_without_cutting_it_short():
     lines = [line.strip() for line in listing.strip().splitlines()]
     assert [line.split()[0] for line in lines] == ["agents", "check", "import", "jobs", "outbox", "serve"]
     assert not [line for line in lines if line.endswith("...")]
+    for group in ("agents", "jobs", "outbox"):
+        listing = CliRunner().invoke(main, [group, "--help"]).output.split("Commands:")[1]
+        assert not [line for line in listing.strip().splitlines() if line.endswith("...")], group
     import_help = CliRunner().invoke(main, ["import", "--help"]).output
     assert "Contact" in import_help and "Records written per transaction" in import_help
 
