@@ -121,6 +121,17 @@ def test_an_unreachable_org_is_one_failing_connection_line(rsps: responses.Reque
     assert lines[0].detail == "CONNECTION: cannot reach the Salesforce login server: ConnectionError"
 
 
+def test_an_answer_that_is_no_json_is_one_failing_connection_line(cli_env: dict[str, str],
+                                                                  rsps: responses.RequestsMock) -> None:
+    """A TLS-inspecting proxy or a wrong instance may answer 200 with an HTML page: a clear line, no traceback."""
+    add_token(rsps)
+    rsps.add(responses.GET, f"{INSTANCE_URL}/services/data/", body="<html>blocked</html>", content_type="text/html")
+    result = CliRunner().invoke(main, ["check"], env=cli_env)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "FAIL  Salesforce connection: " in result.output and "not JSON" in result.output
+    assert "0 ok, 1 failed" in result.output
+
+
 def test_check_verifies_the_opt_out_field_the_admin_chose(rsps: responses.RequestsMock) -> None:
     results = {name: describe(name) for name in OBJECTS}
     results["Contact"]["result"]["fields"].append(

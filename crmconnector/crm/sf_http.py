@@ -137,10 +137,9 @@ class SalesforceHTTP:
             response = self._send(method, path, kind, token, **kwargs)
         if response.status_code >= 300:
             raise translate_response(response)
+        answer = _json_answer(response)
         self.last_answer = time.monotonic()
-        if response.status_code == 204 or not response.content:
-            return None
-        return response.json()
+        return answer
 
     def _send(self, method: str, path: str, kind: str, token: str, **kwargs: Any) -> requests.Response:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json",
@@ -152,6 +151,19 @@ class SalesforceHTTP:
             raise RetryableCRMError(f"Salesforce did not answer in time ({kind})", code="TIMEOUT") from exc
         except requests.RequestException as exc:
             raise RetryableCRMError(f"cannot reach Salesforce: {type(exc).__name__}", code="CONNECTION") from exc
+
+
+def _json_answer(response: requests.Response) -> Any:
+    """The JSON of a successful answer (None when empty). An HTML page in its place (a TLS-inspecting
+    proxy, a wrong instance URL) is a passing failure like a 5xx, not a JSON error deep in a caller."""
+    if response.status_code == 204 or not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        kind = response.headers.get("Content-Type") or "no content type"
+        raise RetryableCRMError(f"Salesforce answered HTTP {response.status_code} with a body that is not JSON "
+                                f"({kind})", code="INVALID_RESPONSE", status=response.status_code) from None
 
 
 def _is_expired_session(response: requests.Response) -> bool:
