@@ -77,6 +77,19 @@ def test_sqlite_unreachable_at_start_answers_503_then_resumes_by_itself(
     assert _stored(runtime, "evt-away") == 1
 
 
+def test_pages_and_apis_answer_503_in_the_error_shape_while_the_database_is_away(
+        sqlite_runtime_without_database: tuple[Runtime, Path]) -> None:
+    runtime, _ = sqlite_runtime_without_database
+    client = _app(runtime).test_client()
+    admin = {"Authorization": f"Bearer {runtime.settings.admin_token}"}
+    for path in ("/admin", "/api/admin/outbox", "/admin/status.json", "/api/crm/Contact",
+                 "/crm/Contact/003000000000001AAA", "/agent/sign-in?token=abc"):
+        response = client.get(path, headers=admin)
+        assert response.status_code == 503, path
+        assert response.headers["Retry-After"] == "5"
+        assert response.json["error"]["code"] in ("unavailable", "crm_unavailable"), path  # the local CRM is in it
+
+
 @pytest.mark.postgres
 def test_postgres_unreachable_at_start_answers_503_then_resumes_by_itself(
         settings: Settings, pg_server: Any) -> None:

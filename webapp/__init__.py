@@ -5,7 +5,10 @@ import logging
 from typing import Any
 
 from flask import Flask, request
+from sqlalchemy.exc import DBAPIError
 
+from crmconnector.crm.errors import RetryableCRMError
+from crmconnector.outage import is_unreachable
 from crmconnector.runtime import Runtime
 from crmconnector.settings import Settings
 from webapp.errors import error_response
@@ -54,9 +57,27 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     def not_allowed(_: Exception) -> Any:
         return error_response(405, "method_not_allowed", "method not allowed")
 
+    @app.errorhandler(DBAPIError)
+    def database_away(exc: DBAPIError) -> Any:
+        """While the database is away, pages and APIs answer as the callbacks do: 503, try again soon
+        (the connector reconnects by itself). Any other database error is a bug, Flask's 500."""
+        if not is_unreachable(exc):
+            raise exc
+        return _unavailable("unavailable", "the connector's database is unavailable; retry later")
+
+    @app.errorhandler(RetryableCRMError)
+    def crm_away(exc: RetryableCRMError) -> Any:
+        return _unavailable("crm_unavailable", f"the CRM did not answer: {exc}")
+
     if background if background is not None else settings.run_background:
         runtime.start_background()
     return app
+
+
+def _unavailable(code: str, message: str) -> Any:
+    response = error_response(503, code, message)
+    response.headers["Retry-After"] = "5"
+    return response
 
 
 def _register_optional(app: Flask) -> None:
