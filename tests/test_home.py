@@ -40,3 +40,28 @@ def test_the_favicon_is_served(client: Any) -> None:
     href = re.search(r'<link rel="icon" href="([^"]+)"', html).group(1)
     with client.get(href) as named:
         assert named.get_data() == svg
+
+
+def test_behind_a_proxy_that_serves_the_connector_under_a_path_every_link_keeps_it(make_settings: Any) -> None:
+    """CRMCONNECTOR_PUBLIC_URL with a path: the proxy strips it (or not) before the connector; the pages'
+    links, forms, scripts and redirects must carry it, or the browser leaves the connector's path."""
+    from crmconnector.runtime import Runtime
+    from webapp import create_app
+
+    runtime = Runtime(make_settings(public_url="https://proxy.example.com/sms"))
+    try:
+        app = create_app(runtime=runtime, background=False)
+        agent = app.test_client()
+        signed_in = agent.get(sign_in_path(runtime, "tom@example.com", "Tom Sawyer"))
+        assert signed_in.status_code == 302 and signed_in.headers["Location"] == "/sms/agent"
+        console = agent.get("/agent").get_data(as_text=True)
+        paths = re.findall(r'(?:href|src|action)="(/[^"]*)"', console)
+        assert paths and all(p.startswith("/sms/") for p in paths), paths
+        assert 'data-root="/sms"' in console  # the scripts' fetches and live stream start from it
+        assert agent.get("/sms/api/agent/chats").status_code == 200  # a proxy that keeps the path
+        admin = app.test_client()
+        assert admin.get("/admin").headers["Location"] == "/sms/admin/sign-in"
+        page = admin.get("/admin/sign-in").get_data(as_text=True)
+        assert all(p.startswith("/sms/") for p in re.findall(r'(?:href|src|action)="(/[^"]*)"', page))
+    finally:
+        runtime.close()

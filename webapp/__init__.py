@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, request
 from sqlalchemy.exc import DBAPIError
@@ -12,6 +13,7 @@ from crmconnector.outage import is_unreachable
 from crmconnector.runtime import Runtime
 from crmconnector.settings import Settings
 from webapp.errors import error_response
+from webapp.paths import UnderPath
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         app.register_blueprint(module.bp)
     _register_optional(app)
     app.wsgi_app = callbacks.CallbackFastPath(app)  # type: ignore[method-assign]
+    prefix = urlsplit(settings.base_url).path.rstrip("/")  # a proxy serves the connector below this path
+    if prefix:
+        app.wsgi_app = UnderPath(app.wsgi_app, prefix)  # type: ignore[method-assign]
 
     @app.before_request
     def nul_in_path() -> Any:

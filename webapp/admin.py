@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import (Blueprint, current_app, flash, jsonify, redirect, render_template, request, session)
+from flask import Blueprint, current_app, flash, jsonify, render_template, request, session
 
 from crmconnector import admin_view, preferences
 from crmconnector.crm.errors import CRMError
@@ -21,6 +21,7 @@ from crmconnector.sync.jobs_report import job_status
 from crmconnector.sync.worker import list_items, outbox_counts, retry_failed, retry_item
 from webapp.auth import admin_required, admin_token_ok, sign_in_admin
 from webapp.csrf import csrf_token, form_token_ok
+from webapp.paths import redirect_to
 
 bp = Blueprint("admin", __name__)
 ACTION_LABELS = {
@@ -53,7 +54,7 @@ def _post_allowed() -> bool:
 @bp.get("/admin/sign-in")
 def sign_in_page() -> Any:
     if admin_token_ok():
-        return redirect("/admin")
+        return redirect_to("/admin")
     return render_template("admin_sign_in.html", error=None)
 
 
@@ -66,14 +67,14 @@ def sign_in() -> Any:
         return render_template("admin_sign_in.html", error="That is not the admin token."), 401
     session.pop("agent_id", None)
     sign_in_admin()
-    return redirect("/admin")
+    return redirect_to("/admin")
 
 
 @bp.post("/admin/sign-out")
 def sign_out() -> Any:
     if form_token_ok():
         session.pop("admin", None)
-    return redirect("/admin/sign-in")
+    return redirect_to("/admin/sign-in")
 
 
 # -- the page -------------------------------------------------------------------------------------------
@@ -102,13 +103,13 @@ def _page(status: int = 200, error: dict[str, str] | None = None, form: dict[str
 @bp.get("/admin")
 def admin_page() -> Any:
     if not admin_token_ok():
-        return redirect("/admin/sign-in")
+        return redirect_to("/admin/sign-in")
     return _page()
 
 
 def _refused() -> Any:
     if not admin_token_ok():
-        return redirect("/admin/sign-in")
+        return redirect_to("/admin/sign-in")
     return render_template("admin_sign_in.html", error="The form expired. Reload the admin page and try again."), 400
 
 
@@ -136,7 +137,7 @@ def save_settings() -> Any:
         return _page(400, {"field": exc.field, "message": f"Not saved: {exc.message}."},
                      {**changes, "abandoned_tickets": mode})
     flash("Settings saved.")
-    return redirect("/admin#settings")
+    return redirect_to("/admin#settings")
 
 
 def _verify_opt_out_field(runtime: Runtime, field_name: str) -> None:
@@ -163,7 +164,7 @@ def retry_all() -> Any:
     count = retry_failed(runtime.engine)
     runtime.notify()
     flash(f"{count} failed item{'s' if count != 1 else ''} queued again.")
-    return redirect("/admin#outbox")
+    return redirect_to("/admin#outbox")
 
 
 @bp.post("/admin/outbox/<int:item_id>/retry")
@@ -179,7 +180,7 @@ def retry_one(item_id: int) -> Any:
     else:
         runtime.notify()
         flash(f"Outbox item {item_id} queued again.")
-    return redirect("/admin#outbox")
+    return redirect_to("/admin#outbox")
 
 
 @bp.get("/admin/status.json")

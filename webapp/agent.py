@@ -11,7 +11,7 @@ import time
 from functools import wraps
 from typing import Any, Callable, Iterator
 
-from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, session
+from flask import Blueprint, Response, current_app, jsonify, render_template, request, session
 from flask.blueprints import BlueprintSetupState
 
 from crmconnector import agents, console_view
@@ -25,6 +25,7 @@ from crmconnector.screenpop.decide import NEW_RECORD_OBJECTS
 from webapp.auth import current_agent, sign_in_agent
 from webapp.csrf import csrf_token, form_token_ok, same_origin
 from webapp.errors import error_response
+from webapp.paths import redirect_to
 
 bp = Blueprint("agent", __name__)
 CLOSING = "crmconnector.console_closing"
@@ -78,7 +79,7 @@ def sign_in() -> Any:
                                reason="This sign-in link is not valid: it has expired, was already used, "
                                       "or was never issued. Ask your administrator for a new link."), 401
     sign_in_agent(agent)
-    return redirect("/agent")
+    return redirect_to("/agent")
 
 
 @bp.post("/agent/sign-out")

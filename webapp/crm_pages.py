@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, abort, current_app, jsonify, redirect, render_template, request
+from flask import Blueprint, Response, abort, current_app, jsonify, render_template, request
 from flask.blueprints import BlueprintSetupState
 
 from crmconnector.crm.errors import CRMError, CRMRejected
@@ -15,6 +15,7 @@ from crmconnector.matching import InvalidPhoneNumber, normalize
 from webapp.auth import admin_required, admin_token_ok, admin_unauthorized, current_agent
 from webapp.csrf import csrf_token, form_token_ok
 from webapp.errors import error_response
+from webapp.paths import path, redirect_to
 
 bp = Blueprint("crm", __name__)
 
@@ -40,7 +41,7 @@ def _object(name: str) -> str:
 def _json_record(record: Any) -> dict[str, Any]:
     fields = dict(record.fields)
     fields["Id"] = record.id
-    fields["attributes"] = {"type": record.object, "url": f"/api/crm/{record.object}/{record.id}"}
+    fields["attributes"] = {"type": record.object, "url": path(f"/api/crm/{record.object}/{record.id}")}
     return fields
 
 
@@ -107,7 +108,7 @@ def _form(object_name: str, values: Any, chat_id: str, error: str | None = None,
 def new_record_page(object_name: str) -> Any:
     _local()
     if not _viewer_allowed():
-        return redirect("/agent")
+        return redirect_to("/agent")
     return _form(_object(object_name), request.args, request.args.get("chat_id", ""))
 
 
@@ -145,14 +146,14 @@ def create_record(object_name: str) -> Any:
             return _form(obj, {}, "", f"{obj} {record_id} was created, but chat {chat_id} could not be "
                                       f"linked to it: {exc}", 409)
         runtime.notify()
-    return redirect(f"/crm/{obj}/{record_id}")
+    return redirect_to(f"/crm/{obj}/{record_id}")
 
 
 @bp.get("/crm/<object_name>/<record_id>")
 def record_page(object_name: str, record_id: str) -> Any:
     crm = _local()
     if not _viewer_allowed():
-        return redirect("/agent")
+        return redirect_to("/agent")
     record = crm.get(_object(object_name), record_id)
     if record is None:
         abort(404)

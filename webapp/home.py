@@ -6,6 +6,7 @@ from typing import Any
 from flask import Blueprint, redirect, render_template, url_for
 
 from webapp.auth import admin_token_ok, current_agent
+from webapp.paths import redirect_to
 
 bp = Blueprint("home", __name__)
 
@@ -15,9 +16,9 @@ def home() -> Any:
     """Signed-in people go back to their page; anyone else is told where the pages are (each asks
     for its own sign-in, so the landing shows nothing that needs one)."""
     if current_agent() is not None:
-        return redirect("/agent")
+        return redirect_to("/agent")
     if admin_token_ok():
-        return redirect("/admin")
+        return redirect_to("/admin")
     return render_template("home.html")
 
 

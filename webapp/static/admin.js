@@ -2,6 +2,8 @@
 (function () {
   "use strict";
 
+  var ROOT = document.body.getAttribute("data-root") || "";  // the path a proxy serves the connector under
+
   function drawCharts() {
     var data = JSON.parse(document.getElementById("admin-charts").textContent);
     if (typeof window.Chart !== "function") {
@@ -40,7 +42,7 @@
   function loadStatus() {
     var summary = document.getElementById("crm-summary");
     var list = document.getElementById("crm-lines");
-    fetch("/admin/status.json", {credentials: "same-origin"})
+    fetch(ROOT + "/admin/status.json", {credentials: "same-origin"})
       .then(function (response) {
         if (!response.ok) { throw new Error("the connector answered " + response.status); }
         return response.json();
@@ -65,7 +67,7 @@
   }
 
   function refreshCounts() {
-    fetch("/api/admin/outbox", {credentials: "same-origin"})
+    fetch(ROOT + "/api/admin/outbox", {credentials: "same-origin"})
       .then(function (response) { return response.ok ? response.json() : null; })
       .then(function (counts) { if (counts) { showCounts(counts); } })
       .catch(function () { /* the next refresh tries again */ });

@@ -3,6 +3,7 @@
 (function () {
   "use strict";
 
+  var ROOT = document.body.getAttribute("data-root") || "";  // the path a proxy serves the connector under
   var initial = JSON.parse(document.getElementById("console-initial").textContent);
   var chats = {};            // chat id -> snapshot
   var versions = {};         // chat id -> version of the newest snapshot (or removal) taken
@@ -123,7 +124,7 @@
   function linkTo(chat, objectName, recordId, what) {
     notices[chat.id] = {text: "Linking…", bad: false};
     renderDetail();
-    post("/api/agent/chats/" + encodeURIComponent(chat.id) + "/link", {object: objectName, id: recordId})
+    post(ROOT + "/api/agent/chats/" + encodeURIComponent(chat.id) + "/link", {object: objectName, id: recordId})
       .then(function (data) {
         if (data.chat) { take(chat.id, data.chat, data.chat.version); }
         notices[chat.id] = {text: "Linked to " + (what || data.linked_record.name || recordId) + ".", bad: false};
@@ -182,7 +183,7 @@
       var fields = {};
       nr.fields.forEach(function (f) { fields[f.name] = form.elements[f.name].value; });
       notices[chat.id] = {text: "Creating…", bad: false};
-      post("/api/agent/chats/" + encodeURIComponent(chat.id) + "/records", {object: nr.object, fields: fields})
+      post(ROOT + "/api/agent/chats/" + encodeURIComponent(chat.id) + "/records", {object: nr.object, fields: fields})
         .then(function (data) {
           if (data.chat) { take(chat.id, data.chat, data.chat.version); }
           notices[chat.id] = {text: nr.object + " created" + (data.linked ? " and linked." : "."), bad: false};
@@ -336,7 +337,7 @@
   function select(id) {
     selected = id;
     if (window.history && window.history.replaceState) {
-      window.history.replaceState(null, "", "/agent/chats/" + encodeURIComponent(id));
+      window.history.replaceState(null, "", ROOT + "/agent/chats/" + encodeURIComponent(id));
     }
     render();
     var heading = detailEl.querySelector("h2");
@@ -368,7 +369,7 @@
   }
 
   function connect() {
-    source = new EventSource("/agent/stream?after=" + encodeURIComponent(lastId));
+    source = new EventSource(ROOT + "/agent/stream?after=" + encodeURIComponent(lastId));
     source.addEventListener("hello", function () { retryDelay = 1000; showBanner(false); });
     source.addEventListener("chat", function (event) {
       var id = parseInt(event.lastEventId, 10);
@@ -380,7 +381,7 @@
       if (source.readyState === EventSource.CLOSED) {
         // The server answered with an error (or a proxy cut us off): the browser gives up, we do not.
         source.close();
-        fetch("/api/agent/chats", {credentials: "same-origin"}).then(function (response) {
+        fetch(ROOT + "/api/agent/chats", {credentials: "same-origin"}).then(function (response) {
           if (response.status === 401) {
             banner.textContent = "You were signed out. Open a new sign-in link to continue.";
             banner.hidden = false;
