@@ -138,10 +138,40 @@ def auto_workers(database_url: str) -> int:
                    f"{AUTO_WORKERS_AT_MOST}.")
 def serve(host: str | None, port: int | None, threads: int, workers: int | None) -> None:
     """Run the connector: callbacks, agent console, admin pages, outbox worker and scheduler."""
-    from webapp import wsgi
-
     settings = load_settings(host=host, port=port)
     workers = workers or auto_workers(settings.database_url)
+    with shared_metrics(workers):
+        _serve(settings, workers, threads)
+
+
+# crmconnector.metrics.SHARED_FOLDER: that module must not be imported before the folder is set.
+_METRICS_FOLDER = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@contextmanager
+def shared_metrics(workers: int) -> Iterator[None]:
+    """Several workers count in one shared folder, so that /metrics, which a scrape finds in one of them,
+    reports them all. Set before the metrics are first imported (here, by the server), so the workers
+    inherit it; removed when serving ends. A folder set by the operator is used as it is."""
+    import os
+    import shutil
+    import tempfile
+
+    if workers < 2 or os.environ.get(_METRICS_FOLDER):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="crmconnector-metrics-")
+    os.environ[_METRICS_FOLDER] = folder
+    try:
+        yield
+    finally:
+        del os.environ[_METRICS_FOLDER]
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _serve(settings: Settings, workers: int, threads: int) -> None:
+    from webapp import wsgi
+
     # SIGTERM (service managers, containers) stops as cleanly as Ctrl-C, even before the server is up
     # (then the server takes the signals over: workers finish their requests and release their work).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

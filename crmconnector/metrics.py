@@ -1,7 +1,10 @@
 """Prometheus metrics of the connector (exposed at GET /metrics)."""
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -15,6 +18,22 @@ MATCHES = Counter("crmconnector_match_outcomes_total", "Match outcomes of chat.s
                   registry=REGISTRY)
 CRM_REQUESTS = Counter("crmconnector_crm_requests_total", "Requests sent to the CRM", ["backend", "kind"],
                        registry=REGISTRY)
-OUTBOX = Gauge("crmconnector_outbox_items", "Outbox items by status", ["status"], registry=REGISTRY)
+OUTBOX = Gauge("crmconnector_outbox_items", "Outbox items by status", ["status"], registry=REGISTRY,
+               multiprocess_mode="mostrecent")  # read from the database by whichever worker is scraped
 OUTBOX_DONE = Counter("crmconnector_outbox_processed_total", "Outbox items processed by result",
                       ["kind", "result"], registry=REGISTRY)
+
+# prometheus_client's own switch: set (before this module is imported) to a folder the worker processes share.
+SHARED_FOLDER = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def exposition() -> bytes:
+    """The metrics as Prometheus text. A scrape reaches one worker process; when the workers share a
+    folder (`serve` with several workers sets one up), each writes its values there and the scrape reports
+    the sum of all of them, so that counters never seem to go back; otherwise this process's own."""
+    folder = os.environ.get(SHARED_FOLDER)
+    if not folder:
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=folder)
+    return generate_latest(registry)

@@ -52,3 +52,26 @@ def test_platform_chosen_types_do_not_become_labels(client):
     assert client.post("/callbacks/events", data=body, headers=signed_headers(body)).status_code == 202
     assert _sample(client, "crmconnector_events_total", type="unknown", status="202") == unknown + 1
     assert "chat.typing.v7" not in client.get("/metrics").get_data(as_text=True)
+
+
+def test_serve_with_several_workers_reports_the_sum_of_all_of_them(tmp_path):
+    """A scrape reaches one worker process; each counts its own requests. Prometheus must see the
+    instance's totals, not one worker's (which would look like counter resets between scrapes)."""
+    import requests
+
+    from crmconnector.signatures import sign
+    from tests.instances import SECRET, Instance
+    from tests.pg import free_port
+
+    server = Instance(f"sqlite:///{tmp_path / 'state.db'}", tmp_path / "one", free_port(), workers=2).start()
+    try:
+        for i in range(20):
+            body = json.dumps({"id": f"evt-{i}", "type": "x.unknown", "data": {}}).encode()
+            requests.post(f"{server.url}/callbacks/events", data=body, timeout=10, headers={
+                "Content-Type": "application/json", "X-CRMConnector-Signature": sign(body, SECRET)})
+        pattern = re.compile(r'^crmconnector_events_total\{status="202",type="unknown"\} (\S+)$', re.M)
+        scraped = {float(pattern.search(requests.get(f"{server.url}/metrics", timeout=10).text).group(1))
+                   for _ in range(8)}
+        assert scraped == {20.0}
+    finally:
+        assert server.stop() == 0

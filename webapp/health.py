@@ -4,12 +4,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
-from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import func, select
 
 from crmconnector.crm.errors import CRMError
-from crmconnector.metrics import OUTBOX, REGISTRY
+from crmconnector.metrics import OUTBOX, exposition
 from crmconnector.store import outbox, reading
 
 bp = Blueprint("health", __name__)
@@ -53,4 +52,4 @@ def metrics() -> Any:
         pass
     # `content_type`, not `mimetype`: the latter makes Flask append a second `charset` to the one
     # CONTENT_TYPE_LATEST carries, and a duplicated parameter can make a scraper reject the page.
-    return Response(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(), content_type=CONTENT_TYPE_LATEST)
