@@ -188,6 +188,17 @@ def test_the_retry_button_requeues_a_failed_item(admin: Any, runtime: Any) -> No
     assert "has not failed" in admin.get("/admin").get_data(as_text=True)
 
 
+def test_more_failed_items_than_the_page_lists_are_said_and_linked(admin: Any, runtime: Any, monkeypatch: Any) -> None:
+    from webapp import admin as admin_pages
+
+    monkeypatch.setattr(admin_pages, "FAILED_SHOWN", 2)
+    for _ in range(3):
+        failed_item(runtime)
+    page = admin.get("/admin").get_data(as_text=True)
+    assert page.count('class="failed-item"') == 2
+    assert "The newest 2 of 3 failed items" in page and "/api/admin/outbox/items?status=failed" in page
+
+
 def test_retry_all_and_retry_without_form_token(admin: Any, runtime: Any) -> None:
     first, second = failed_item(runtime), failed_item(runtime)
     assert admin.post(f"/admin/outbox/{first}/retry", data={}).status_code == 400

@@ -28,6 +28,7 @@ ACTION_LABELS = {
     "new_record": "Open a new-record page, phone prefilled", "create_record": "Create the record now, then pop it",
     "search": "Let the agent pick in the console", "none": "No pop", "record": "Pop the record (first match)",
 }
+FAILED_SHOWN = 100  # failed outbox items listed on the page; the API lists up to 1000
 ABANDONED_LABELS = {"off": "Off: no tickets", "all": "Every abandoned call",
                     "with_sms": "Only calls whose caller sent wait-time SMS"}
 
@@ -92,7 +93,7 @@ def _page(status: int = 200, error: dict[str, str] | None = None, form: dict[str
         new_record_objects=NEW_RECORD_OBJECTS, match_objects=MATCH_OBJECTS, abandoned_modes=ABANDONED_MODES,
         abandoned_labels=ABANDONED_LABELS, use_environment=preferences.USE_ENVIRONMENT,
         saved_mode=saved_mode, environment_mode=settings.abandoned_tickets, error=error, crm_name=runtime.crm.name,
-        counts=outbox_counts(runtime.engine), failed=list_items(runtime.engine, "failed", 100),
+        counts=outbox_counts(runtime.engine), failed=list_items(runtime.engine, "failed", FAILED_SHOWN),
         chats=admin_view.recent_chats(runtime.engine, runtime.crm),
         calls=admin_view.recent_abandoned(runtime.engine, runtime.crm),
         job=job_status(runtime.engine, settings.abandoned_tickets, settings.abandoned_interval_seconds),
