@@ -57,3 +57,18 @@ def test_the_agent_apis_body_errors_have_field_too(app, runtime, data, content_t
     assert response.status_code == status
     assert response.json["error"]["code"] == code
     assert response.json["error"]["field"] is None
+
+
+def test_an_unexpected_failure_is_a_500_in_the_same_shape(runtime, monkeypatch):
+    """Not Flask's HTML page: an API client reads every answer as JSON (the traceback goes to the log)."""
+    from webapp import admin_api, create_app
+
+    def broken(engine):
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(admin_api, "outbox_counts", broken)
+    client = create_app(runtime=runtime, background=False).test_client()  # not TESTING: errors are answered
+    response = client.get("/api/admin/outbox", headers=admin_headers())
+    assert response.status_code == 500
+    assert response.json == {"error": {"code": "internal_error", "message": response.json["error"]["message"],
+                                       "field": None}}
+    assert "a bug" not in response.get_data(as_text=True)

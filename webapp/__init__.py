@@ -62,6 +62,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     def not_allowed(_: Exception) -> Any:
         return error_response(405, "method_not_allowed", "method not allowed")
 
+    @app.errorhandler(500)
+    def failed(_: Exception) -> Any:
+        """A bug: the traceback is logged (by Flask), the client gets the error shape every answer has."""
+        return error_response(500, "internal_error", "the connector failed to answer; try again later")
+
     @app.errorhandler(DBAPIError)
     def database_away(exc: DBAPIError) -> Any:
         """While the database is away, pages and APIs answer as the callbacks do: 503, try again soon
