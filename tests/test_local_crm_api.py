@@ -77,6 +77,20 @@ def test_file_version_data_round_trip(client, crm, contact):
                       headers=admin_headers()).status_code == 404
 
 
+@pytest.mark.parametrize("name, disposition", [
+    ("图片.jpg", "attachment; filename=\".jpg\"; filename*=UTF-8''%E5%9B%BE%E7%89%87.jpg"),
+    ("café.png", "attachment; filename=\"cafe.png\"; filename*=UTF-8''caf%C3%A9.png"),
+    ('say "hi".txt', "attachment; filename=\"say _hi_.txt\"; filename*=UTF-8''say%20%22hi%22.txt"),
+])
+def test_a_file_name_beyond_plain_ascii_is_sent_as_rfc_6266_says(client, crm, name, disposition):
+    """Header values are Latin-1 bytes: other names go in filename* as UTF-8, and a quote cannot end the
+    quoted name early."""
+    result = crm.upsert_with_files("Task", "CallObject", {"Subject": "s", "CallObject": "sms-chat-9"},
+                                   [FileUpload("k1", name, "image/png", b"x")])
+    response = client.get(f"/api/crm/ContentVersion/{result.file_ids['k1']}/VersionData", headers=admin_headers())
+    assert response.status_code == 200 and response.headers["Content-Disposition"] == disposition
+
+
 def test_record_page_shows_fields_files_and_activity(client, crm, contact):
     task = crm.upsert_with_files("Task", "CallObject", {"Subject": "SMS chat with +1 415-555-0132",
                                                         "CallObject": "sms-chat-1", "WhoId": contact},

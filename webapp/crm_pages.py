@@ -1,7 +1,10 @@
 """The embedded CRM, read-only: JSON at /api/crm/... (admin token) and the pages screen pops open."""
 from __future__ import annotations
 
+import re
+import unicodedata
 from typing import Any
+from urllib.parse import quote
 
 from flask import Blueprint, Response, abort, current_app, jsonify, render_template, request
 from flask.blueprints import BlueprintSetupState
@@ -91,7 +94,16 @@ def file_data(record_id: str) -> Any:
     if record is None or data is None:
         return error_response(404, "not_found", f"no ContentVersion {record_id}")
     return Response(data, mimetype="application/octet-stream",
-                    headers={"Content-Disposition": f'attachment; filename="{record.fields.get("PathOnClient")}"'})
+                    headers={"Content-Disposition": _attachment(str(record.fields.get("PathOnClient") or "file"))})
+
+
+def _attachment(name: str) -> str:
+    """Content-Disposition for a file named `name` (RFC 6266). Header values are Latin-1 bytes, so a name
+    beyond plain ASCII (or holding a quote) goes in `filename*` as UTF-8, after an ASCII approximation."""
+    plain = re.sub(r'[\x00-\x1f\x7f"\\]', "_", unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode())
+    if plain == name:
+        return f'attachment; filename="{name}"'
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 def _viewer_allowed() -> bool:
