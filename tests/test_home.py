@@ -59,6 +59,7 @@ def test_behind_a_proxy_that_serves_the_connector_under_a_path_every_link_keeps_
         assert paths and all(p.startswith("/sms/") for p in paths), paths
         assert 'data-root="/sms"' in console  # the scripts' fetches and live stream start from it
         assert agent.get("/sms/api/agent/chats").status_code == 200  # a proxy that keeps the path
+        assert agent.get("/openapi.json").json["servers"] == [{"url": "/sms"}]
         admin = app.test_client()
         assert admin.get("/admin").headers["Location"] == "/sms/admin/sign-in"
         page = admin.get("/admin/sign-in").get_data(as_text=True)

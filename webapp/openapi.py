@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 
 from crmconnector import __version__
 
@@ -253,4 +253,7 @@ def document() -> dict[str, Any]:
 
 @bp.get("/openapi.json")
 def openapi_json() -> Any:
-    return jsonify(document())
+    described = document()
+    if request.script_root:  # served below a proxy's path: the paths above are relative to it
+        described["servers"] = [{"url": request.script_root}]
+    return jsonify(described)
