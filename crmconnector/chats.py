@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import quote
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, Engine, bindparam, select
 
-from crmconnector import console, optout
+from crmconnector import console, optout, record_claims
 from crmconnector.crm.base import CRMBackend, Record
 from crmconnector.crm.errors import CRMError, CRMRejected
 from crmconnector.driver_sql import DriverStatement
 from crmconnector.events import ChatStarted, Envelope
-from crmconnector.intake import EventContext, Outcome, handles
+from crmconnector.intake import EventContext, Outcome, RetryLater, handles
 from crmconnector.matching import MatchResult, international, match_number, try_normalize
 from crmconnector.metrics import MATCHES
 from crmconnector.preferences import pop_settings
@@ -61,24 +61,39 @@ def new_record_fields(object_name: str, e164: str, given: Mapping[str, Any] | No
     return fields
 
 
-def match_and_pop(crm: CRMBackend, settings: Settings, prefs: PopSettings, chat_id: str, number: str) -> MatchedPop:
+def match_and_pop(crm: CRMBackend, engine: Engine, settings: Settings, prefs: PopSettings, chat_id: str,
+                  number: str) -> MatchedPop:
     """Match the number and decide the pop; for `create_record`, create the record and pop it."""
     match = match_number(crm, number, region=settings.default_region, object_order=prefs.object_order)
     links = links_for(crm, settings)
     pop = decide(match, prefs, links, chat_id)
     if match.outcome == "none" and prefs.none == "create_record":
-        pop = create_and_pop(crm, links, prefs.new_record_object, number, chat_id) or pop
+        pop = create_and_pop(crm, engine, settings, links, prefs.new_record_object, number, chat_id) or pop
     return MatchedPop(match, pop)
 
 
-def create_and_pop(crm: CRMBackend, links: Links, obj: str, number: str, chat_id: str) -> ScreenPop | None:
-    """Create the record and pop it; None when the CRM refuses it (a validation rule, a required
-    field of the org's own): the new-record page is popped instead, for the agent to complete."""
+def create_and_pop(crm: CRMBackend, engine: Engine, settings: Settings, links: Links, obj: str, number: str,
+                   chat_id: str) -> ScreenPop | None:
+    """Create the chat's record and pop it, once per chat however often chat.started arrives (see
+    `record_claims`): raises CreateInProgress while another request is creating it. None when the CRM
+    refuses it (a validation rule, a required field of the org's own): the new-record page is popped
+    instead, for the agent to complete, and the claim is released so a later attempt may try again.
+
+    Any other CRM error keeps the claim: the CRM may have created the record before failing to answer."""
+    held = record_claims.claim(engine, chat_id, obj, record_claims.stale_after(settings))
+    if held.token is None:
+        assert held.record_id is not None
+        return _record_pop(crm, links, held.object, held.record_id)
     try:
         record_id = crm.create(obj, new_record_fields(obj, number))
     except CRMRejected as exc:
+        record_claims.release(engine, chat_id, held.token)
         log.warning("chat %s: the CRM refused to create a %s (%s); popping its new-record page", chat_id, obj, exc)
         return None
+    return _record_pop(crm, links, *record_claims.record(engine, chat_id, obj, record_id))
+
+
+def _record_pop(crm: CRMBackend, links: Links, obj: str, record_id: str) -> ScreenPop:
     created = crm.get(obj, record_id) or Record(obj, record_id, "")
     return record_pop(created, links)
 
@@ -93,7 +108,13 @@ def matched_record_json(record: Record, number: str, crm: CRMBackend, region: st
 def _prepare(context: EventContext, data: ChatStarted) -> MatchedPop | None:
     prefs = pop_settings(context.engine)
     try:
-        matched = match_and_pop(context.crm, context.settings, prefs, data.chat.id, data.chat.consumer_number)
+        matched = match_and_pop(context.crm, context.engine, context.settings, prefs, data.chat.id,
+                                data.chat.consumer_number)
+    except record_claims.CreateInProgress as exc:
+        # An earlier delivery of the event (or another request of the chat) is creating its record: nothing
+        # is stored now, and the platform's retry gets that delivery's answer once it is stored.
+        raise RetryLater("in_progress", "another request is still creating this chat's CRM record; retry later",
+                         exc.retry_after) from exc
     except CRMError:
         # Down, or refusing the search (an object or field the org will not let us search): the event is
         # still accepted, and the outbox matches later or shows the admin the CRM's error.

@@ -42,6 +42,17 @@ class StoreUnavailable(Exception):
     """The state database cannot be reached: the platform must retry (503), nothing was stored."""
 
 
+class RetryLater(Exception):
+    """The event cannot be taken yet (e.g. an earlier delivery of it is still at work): nothing was
+    stored, and the platform must retry (503 with Retry-After). `code` and `message` go in the body."""
+
+    def __init__(self, code: str, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
 # An applier writes one validated event into the state inside the intake's transaction and returns
 # the response. `prepared` is what `prepare` computed outside the transaction (e.g. the CRM match).
 # Typed loosely: each applier takes its own event model.
@@ -234,7 +245,10 @@ class Intake:
             if replay is not None:
                 return replace(replay, event_type=label)
         data = parse_data(envelope.type, envelope.data, self.context.settings.default_region)
-        prepared = handler.prepare(self.context, data) if handler and handler.prepare and data else None
+        try:
+            prepared = handler.prepare(self.context, data) if handler and handler.prepare and data else None
+        except OperationalError as exc:  # the preparation's own writes (e.g. a created record's claim)
+            raise StoreUnavailable(str(exc.orig)) from exc
         for attempt in (1, 2):
             try:
                 outcome = self.writer.run(

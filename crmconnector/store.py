@@ -226,6 +226,17 @@ leases = Table(
     Column("until", UTC, nullable=False),
 )
 
+# The CRM record the `create_record` pop created for a chat, claimed before the CRM is asked: a retried
+# or concurrent chat.started finds the claim (or the record) instead of creating a second one.
+created_records = Table(
+    "created_records", metadata,
+    Column("chat_id", String(200), primary_key=True),
+    Column("object", String(32), nullable=False),
+    Column("record_id", String(18)),  # None while the claimant is still creating it
+    Column("claimed_at", UTC, nullable=False),
+    Column("claim", String(32), nullable=False),  # the claimant's token: only it may release the claim
+)
+
 # Where a CRM file's bytes live for the local CRM (kept out of the record table for speed).
 crm_blobs = Table(
     "crm_blobs", metadata,

@@ -79,3 +79,24 @@ def test_on_sqlite_a_second_process_waits_for_the_first_ones_migration(tmp_path)
         fcntl.flock(held, fcntl.LOCK_UN)
     thread.join(30)
     assert done.is_set() and "chats" in inspect(engine).get_table_names()
+
+
+def test_created_records_comes_with_0004_and_goes_with_its_downgrade(database_url):
+    from alembic import command
+
+    engine = make_engine(database_url)
+    migrate(engine)
+    with engine.connect() as conn:
+        cfg = migrations.config(engine)
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0003")
+        conn.commit()
+        assert "created_records" not in inspect(conn).get_table_names()
+        assert MigrationContext.configure(conn).get_current_revision() == "0003"
+    migrate(engine)
+    with engine.connect() as conn:
+        columns = {c["name"]: c for c in inspect(conn).get_columns("created_records")}
+        assert set(columns) == {"chat_id", "object", "record_id", "claimed_at", "claim"}
+        assert columns["record_id"]["nullable"] and not columns["claimed_at"]["nullable"]
+        assert inspect(conn).get_pk_constraint("created_records")["constrained_columns"] == ["chat_id"]
+    engine.dispose()

@@ -7,6 +7,7 @@ route gives the same answer for anyone who mounts the app without the fast path;
 from __future__ import annotations
 
 import logging
+import math
 from http import HTTPStatus
 from typing import IO, Any, Callable, Iterable
 
@@ -14,7 +15,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from werkzeug.wsgi import get_input_stream
 
 from crmconnector.events import error_body
-from crmconnector.intake import MAX_BODY_BYTES, StoreUnavailable
+from crmconnector.intake import MAX_BODY_BYTES, RetryLater, StoreUnavailable
 from crmconnector.runtime import Runtime
 from crmconnector.signatures import HEADER
 
@@ -37,6 +38,9 @@ def answer(runtime: Runtime, stream: IO[bytes], content_length: int | None, cont
     except StoreUnavailable:
         status, payload, _ = _error(503, "unavailable", "the connector's database is unavailable; retry later")
         return status, payload, {"Retry-After": "5"}
+    except RetryLater as exc:
+        status, payload, _ = _error(503, exc.code, exc.message)
+        return status, payload, {"Retry-After": str(math.ceil(exc.retry_after or 5))}
     return outcome.status, outcome.body, {}
 
 

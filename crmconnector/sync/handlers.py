@@ -191,7 +191,9 @@ def _record_media(conn: Any, chat_id: str, media: Mapping[tuple[str, int], Media
 
 
 def match(worker: "Worker", item: Item) -> None:
-    """Match a chat whose match was pending because the CRM did not answer during chat.started."""
+    """Match a chat whose match was pending because the CRM did not answer during chat.started. A record
+    the no-match pop creates is claimed as chat.started claims it (`record_claims`): while a callback is
+    still creating it, CreateInProgress (a retryable CRM error) reschedules the item."""
     from crmconnector.chats import link_values, match_and_pop, matched_record_json
 
     with reading(worker.engine) as conn:
@@ -200,7 +202,8 @@ def match(worker: "Worker", item: Item) -> None:
         _finish(worker, item, "nothing to match")
     assert chat is not None
     number = chat["consumer_number"]
-    matched = match_and_pop(worker.crm, worker.settings, pop_settings(worker.engine), item.key, number)
+    matched = match_and_pop(worker.crm, worker.engine, worker.settings, pop_settings(worker.engine), item.key,
+                            number)
     records = [matched_record_json(r, number, worker.crm, worker.settings.default_region)
                for r in matched.match.records]
 
