@@ -62,6 +62,22 @@ def set_crm_status(conn: Connection, chat_id: str, status: str, *, task_id: str 
         console.publish(conn, changed["agent_email"], chat_id, "status", {"chat_id": chat_id})
 
 
+def blocks_chat_log(conn: Connection, kind: str, chat_id: str) -> bool:
+    """True when a failed item of `kind` keeps the chat's log from the CRM: its own, or its match's
+    once the chat has ended (the chat log waits for the match, and a refused match for the admin)."""
+    if kind == "chat_log":
+        return True
+    return kind == "match" and conn.execute(
+        select(chats.c.ended_at).where(chats.c.id == chat_id)).scalar() is not None
+
+
+def failed_match(conn: Connection, chat_id: str) -> str | None:
+    """The CRM's error when the chat's latest match item failed for good, else None."""
+    latest = conn.execute(select(outbox.c.status, outbox.c.last_error).where(
+        outbox.c.kind == "match", outbox.c.key == chat_id).order_by(outbox.c.id.desc()).limit(1)).first()
+    return latest.last_error if latest is not None and latest.status == "failed" else None
+
+
 @functools.cache
 def _posted_and_told(count: int) -> DriverStatement:
     """PostgreSQL: each of `count` chats' status turns posted (when it was another) with its Task's id,
