@@ -23,7 +23,7 @@ from crmconnector.crm.base import FileUpload, UpsertResult
 from crmconnector.crm.objects import OPT_OUT_OBJECTS
 from crmconnector.sync.chatlog import MediaFetcher, MediaOutcome, RenderedTask, gather_media, render
 from crmconnector.sync.outbox import (enqueue, failed_match, queue_chat_log, record_posted_at_once,
-                                      set_crm_status)
+                                      set_crm_status, settle_failed)
 from crmconnector.sync.worker import Done, Item, finish_done
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def chat_log(worker: "Worker", item: Item) -> None:
     assert state is not None
     done = _post_task(worker, item, state)
     changed = record_posted_at_once(worker.engine, {state.id: done.task_id})
-    worker.write(lambda conn: _record_posted(conn, done, changed))
+    worker.write(lambda conn: _record_all_posted(conn, [done], changed))
     worker.notify()
     raise Done
 
@@ -81,8 +81,7 @@ def chat_logs(worker: "Worker", items: Sequence[Item]) -> None:
     changed = record_posted_at_once(worker.engine, {done.state.id: done.task_id for done in posted})
 
     def record(conn: Any) -> None:
-        for done in posted:
-            _record_posted(conn, done, changed)
+        _record_all_posted(conn, posted, changed)
         for item, note in waiting:
             _finish_waiting(conn, item, note)
     worker.write(record)
@@ -166,6 +165,13 @@ def _post_task(worker: "Worker", item: Item, state: chatstate.ChatState) -> _Pos
     job = _render_task(worker, item, state)
     result = worker.crm.upsert_with_files("Task", "CallObject", job.task.fields, job.task.files)
     return job.posted(result, worker.clock())
+
+
+def _record_all_posted(conn: Any, posted: Sequence[_Posted], changed: set[str] | None) -> None:
+    """In the finishing transaction: each posted chat log (below), and the earlier failures they settle."""
+    for done in posted:
+        _record_posted(conn, done, changed)
+    settle_failed(conn, [done.state.id for done in posted])
 
 
 def _record_posted(conn: Any, done: _Posted, changed: set[str] | None) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import functools
 import logging
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-from sqlalchemy import Connection, Engine, bindparam, column, exists, func, select, values
+from sqlalchemy import Connection, Engine, bindparam, column, exists, func, literal, select, values
 from sqlalchemy.exc import DBAPIError
 
 from crmconnector import console
@@ -76,6 +76,16 @@ def failed_match(conn: Connection, chat_id: str) -> str | None:
     latest = conn.execute(select(outbox.c.status, outbox.c.last_error).where(
         outbox.c.kind == "match", outbox.c.key == chat_id).order_by(outbox.c.id.desc()).limit(1)).first()
     return latest.last_error if latest is not None and latest.status == "failed" else None
+
+
+def settle_failed(conn: Connection, chat_ids: Sequence[str]) -> None:
+    """The chats' failed chat-log items are done once a later render posted their Tasks: the CRM
+    no longer holds the failure the admin would see (the error stays in the item's note)."""
+    if chat_ids:
+        conn.execute(outbox.update().where(outbox.c.kind == "chat_log", outbox.c.key.in_(chat_ids),
+                                           outbox.c.status == "failed").values(
+            status="done", last_error=literal("posted later; it had failed: ") + outbox.c.last_error,
+            updated_at=utcnow()))
 
 
 @functools.cache
