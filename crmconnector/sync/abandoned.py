@@ -156,11 +156,18 @@ def _qualifying(engine: Engine, mode: str, calls: list[dict[str, Any]], result: 
     if skipped:
         reason = "abandoned-call tickets are off" if mode == "off" else "no wait-time SMS messages"
         with engine.begin() as conn:
-            conn.execute(abandoned_calls.update().where(abandoned_calls.c.id.in_(skipped),
-                                                        abandoned_calls.c.status == "new")
-                         .values(status="skipped", error=reason))
-        result.skipped += len(skipped)
+            result.skipped += conn.execute(abandoned_calls.update().where(
+                abandoned_calls.c.id.in_(skipped), abandoned_calls.c.status == "new", *_still_unqualified(mode))
+                .values(status="skipped", error=reason)).rowcount
     return [c for c in calls if qualifies(mode, c)]
+
+
+def _still_unqualified(mode: str) -> tuple[Any, ...]:
+    """with_sms: the call still has no message as the skip is written. A message that arrived since the
+    call was read leaves it new, for the next run to ticket, instead of skipped behind its event's back."""
+    if mode != "with_sms":
+        return ()
+    return (func.json_array_length(abandoned_calls.c.sms_messages) == 0,)
 
 
 @dataclass
