@@ -325,3 +325,25 @@ def test_a_message_arriving_while_the_run_decides_keeps_the_call_for_a_case(plat
     assert _calls(runtime)["c-100"]["status"] == "new"
     assert _run(runtime).created == 1
     assert "still there?" in _case_of(runtime, crm, "c-100").fields["Description"]
+
+
+@pytest.mark.both_databases
+def test_a_message_arriving_while_the_case_is_sent_reaches_that_case(platform, runtime, crm, monkeypatch):
+    """The caller's second text merges into the call while the run sends its Case: the run does not
+    mark the call ticketed over it, and the next run writes it into the same Case."""
+    post_call(platform)
+    create_many = crm.create_many
+
+    def create_then_text_arrives(*args, **kwargs):
+        results = create_many(*args, **kwargs)
+        post_call(platform, messages=[{"id": "m2", "text": "call me back", "sent_at": "2026-11-21T17:05:00Z"}])
+        return results
+    monkeypatch.setattr(crm, "create_many", create_then_text_arrives)
+    assert _run(runtime).created == 1
+    monkeypatch.setattr(crm, "create_many", create_many)
+    assert _calls(runtime)["c-100"]["status"] == "new"
+    result = _run(runtime)
+    assert (result.created, result.existing) == (0, 1)
+    [case] = _cases(crm)
+    assert "Need a quote for my fence" in case.fields["Description"] and "call me back" in case.fields["Description"]
+    assert (_calls(runtime)["c-100"]["status"], _calls(runtime)["c-100"]["case_id"]) == ("ticketed", case.id)
