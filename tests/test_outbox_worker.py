@@ -497,3 +497,19 @@ def test_an_ended_chat_whose_match_the_crm_refuses_shows_failed_until_the_retry_
     _drain(runtime, make_worker(runtime, clock), clock)
     assert len(tasks(crm)) == 1
     assert _crm_status(runtime) == ("posted", None, "none")
+
+
+def test_a_late_message_does_not_cut_short_a_backoff_after_a_crm_error(platform, runtime, crm):
+    platform.start_chat()
+    platform.post("chat.ended", ended(60))
+    use_crm(runtime, FlakyCRM(crm, lambda: RetryableCRMError("Service Unavailable", status=503), failures=1))
+    clock = Clock()
+    worker = make_worker(runtime, clock)
+    assert worker.run_once() == 1
+    platform.post("chat.message", {"chat": {"id": "2415"}, "message": {
+        "id": "late", "sender": "consumer", "text": "one more thing", "sent_at": "2026-11-21T17:03:40Z"}})
+    assert worker.run_once() == 0  # the CRM asked for a pause: the late message waits with the item
+    clock.advance(700)
+    assert worker.run_once() == 1
+    [task] = tasks(crm)
+    assert "one more thing" in task.fields["Description"]

@@ -43,9 +43,20 @@ def enqueue(conn: Connection, kind: str, key: str, due_at: datetime | None = Non
         wake_after_commit(conn, "outbox")
 
 
+# A render asked for now does not wait behind one scheduled for later (a media retry minutes ahead):
+# that item falls due now. An item backing off after a CRM error (it has a last_error) keeps its wait.
+_DUE_NOW = bindparam("now", type_=outbox.c.due_at.type)
+_HASTEN = DriverStatement(outbox.update().where(
+    outbox.c.kind == "chat_log", outbox.c.key == bindparam("chat"), outbox.c.status == "pending",
+    outbox.c.due_at > _DUE_NOW, outbox.c.last_error.is_(None)).values(due_at=_DUE_NOW, updated_at=_DUE_NOW))
+
+
 def queue_chat_log(conn: Connection, chat_id: str) -> None:
-    """(Re-)render the chat's one Task from its current state; until then its CRM status is pending."""
+    """(Re-)render the chat's one Task from its current state, now; until then its CRM status is pending."""
     enqueue(conn, "chat_log", chat_id)
+    hastened = run_or_hold(conn, _HASTEN, {"chat": chat_id, "now": utcnow()})
+    if hastened:
+        wake_after_commit(conn, "outbox")
     set_crm_status(conn, chat_id, "pending")
 
 
