@@ -12,7 +12,7 @@ import functools
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Connection, bindparam, literal_column, or_, select, union_all
+from sqlalchemy import Connection, and_, bindparam, literal_column, or_, select, union_all
 from sqlalchemy.dialects import postgresql
 
 from crmconnector import console, optout
@@ -250,14 +250,19 @@ def apply_transferred(context: EventContext, conn: Connection, envelope: Envelop
     return _ok(chat["id"])
 
 
-# Two different chat.ended reports: the later end wins, whatever the arrival order. Returns the chat's
-# row when this end was stored (one statement for a known chat), nothing when the chat has no row yet or
-# ended later. The chat log is then due: its CRM status turns pending in the same statement.
+# Two different chat.ended reports: the later end wins, whatever the arrival order; of two reports of the
+# same end (a disposition corrected), the one the platform made later (occurred_at; when either has none,
+# the one that came last). Returns the chat's row when this end was stored (one statement for a known
+# chat), nothing when the chat has no row yet or the stored end wins. The chat log is then due: its CRM
+# status turns pending in the same statement.
+_REPORTED = bindparam("reported", type_=chats.c.end_reported_at.type)
 _END_CHAT = DriverStatement(
-    chats.update().where(chats.c.id == bindparam("chat"), or_(chats.c.ended_at.is_(None),
-                                                              chats.c.ended_at <= bindparam("end")))
+    chats.update().where(chats.c.id == bindparam("chat"), or_(
+        chats.c.ended_at.is_(None), chats.c.ended_at < bindparam("end"),
+        and_(chats.c.ended_at == bindparam("end"),
+             or_(chats.c.end_reported_at.is_(None), _REPORTED.is_(None), chats.c.end_reported_at <= _REPORTED))))
     .values(ended_at=bindparam("end"), disconnected_by=bindparam("by"), disposition=bindparam("why"),
-            crm_status="pending", crm_error=None, updated_at=bindparam("now"))
+            end_reported_at=_REPORTED, crm_status="pending", crm_error=None, updated_at=bindparam("now"))
     .returning(chats.c.id, chats.c.agent_email, chats.c.ended_at, chats.c.crm_status))
 
 
@@ -266,7 +271,7 @@ def apply_ended(context: EventContext, conn: Connection, envelope: Envelope, dat
                 prepared: Any) -> Outcome:
     ended = data.chat
     end = {"chat": ended.id, "end": ended.ended_at, "by": ended.disconnected_by, "why": ended.disposition,
-           "now": utcnow()}
+           "reported": envelope.occurred_at, "now": utcnow()}
     chat = _END_CHAT.first(conn, end)
     if chat is not None:  # a known chat: its end and pending CRM status are stored; the chat log is due
         enqueue(conn, "chat_log", chat["id"])

@@ -89,6 +89,7 @@ chats = Table(
     Column("ended_at", UTC),
     Column("disconnected_by", String(16)),
     Column("disposition", String(255)),
+    Column("end_reported_at", UTC),  # the occurred_at of the chat.ended report kept: a later report of one end wins
     Column("task_id", String(18)),
     Column("crm_status", String(16)),  # None, pending, posted, failed
     Column("crm_error", Text),

@@ -303,3 +303,47 @@ def test_line_breaks_in_names_from_the_platform_never_split_a_line(platform, run
     lines = _case_of(runtime, crm, "c-100").fields["Description"].splitlines()
     assert "Queue: Fence painting" in lines
     assert lines[-1] == "[2026-11-21 17:03:30Z] Caller: back fence [media not attached: back fence.png (HTTP 404)]"
+
+
+@pytest.mark.both_databases
+def test_a_message_arriving_while_the_run_decides_keeps_the_call_for_a_case(platform, runtime, crm, monkeypatch):
+    """The run read the call without messages; the caller's text arrives before it marks the call
+    skipped. The call qualifies now, so it is not skipped behind the event's back."""
+    from crmconnector.sync import abandoned
+
+    post_call(platform, messages=[])
+    read = abandoned._next_calls
+
+    def read_then_text_arrives(*args, **kwargs):
+        calls = read(*args, **kwargs)
+        if calls:
+            post_call(platform, messages=[{"id": "m1", "text": "still there?", "sent_at": "2026-11-21T17:05:00Z"}])
+        return calls
+    monkeypatch.setattr(abandoned, "_next_calls", read_then_text_arrives)
+    _run(runtime)
+    monkeypatch.setattr(abandoned, "_next_calls", read)
+    assert _calls(runtime)["c-100"]["status"] == "new"
+    assert _run(runtime).created == 1
+    assert "still there?" in _case_of(runtime, crm, "c-100").fields["Description"]
+
+
+@pytest.mark.both_databases
+def test_a_message_arriving_while_the_case_is_sent_reaches_that_case(platform, runtime, crm, monkeypatch):
+    """The caller's second text merges into the call while the run sends its Case: the run does not
+    mark the call ticketed over it, and the next run writes it into the same Case."""
+    post_call(platform)
+    create_many = crm.create_many
+
+    def create_then_text_arrives(*args, **kwargs):
+        results = create_many(*args, **kwargs)
+        post_call(platform, messages=[{"id": "m2", "text": "call me back", "sent_at": "2026-11-21T17:05:00Z"}])
+        return results
+    monkeypatch.setattr(crm, "create_many", create_then_text_arrives)
+    assert _run(runtime).created == 1
+    monkeypatch.setattr(crm, "create_many", create_many)
+    assert _calls(runtime)["c-100"]["status"] == "new"
+    result = _run(runtime)
+    assert (result.created, result.existing) == (0, 1)
+    [case] = _cases(crm)
+    assert "Need a quote for my fence" in case.fields["Description"] and "call me back" in case.fields["Description"]
+    assert (_calls(runtime)["c-100"]["status"], _calls(runtime)["c-100"]["case_id"]) == ("ticketed", case.id)

@@ -305,3 +305,17 @@ def test_the_later_of_two_ends_wins_in_either_order_and_a_known_chat_ends_in_one
     assert _chat(runtime, "e3")["started"] is False  # ended before it started: a placeholder row
     reads = [sql for sql, _ in sent if sql.startswith("SELECT chats.id, chats.agent_email")]
     assert len(reads) == 2  # e2's earlier second report, and e3's first event; none for a known chat's end
+
+
+def test_two_reports_of_one_end_leave_the_later_reports_disposition_in_either_order(platform, runtime):
+    """The platform reports the same end again, disposition corrected, under a new event id: whichever
+    arrives last, the chat keeps the report the platform made last (its occurred_at)."""
+    first, second = "2026-11-21T17:10:01Z", "2026-11-21T17:12:00Z"
+    for chat_id, reports in (("in-order", ((first, "No answer"), (second, "Appointment set"))),
+                             ("reversed", ((second, "Appointment set"), (first, "No answer")))):
+        platform.start_chat(chat_id)
+        for occurred_at, disposition in reports:
+            response = platform.post("chat.ended", ended(410, chat_id, disposition=disposition),
+                                     occurred_at=occurred_at)
+            assert response.status_code == 202
+    assert [_chat(runtime, c)["disposition"] for c in ("in-order", "reversed")] == ["Appointment set"] * 2

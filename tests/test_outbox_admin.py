@@ -85,3 +85,15 @@ def test_every_outbox_endpoint_is_in_the_openapi_document(client):
     paths = client.get("/openapi.json").json["paths"]
     assert {"/api/admin/outbox", "/api/admin/outbox/items", "/api/admin/outbox/retry",
             "/api/admin/outbox/{item_id}/retry"} <= set(paths)
+
+
+def test_a_failed_chat_log_that_a_later_render_posts_no_longer_counts_as_failed(client, platform, runtime, crm):
+    """A late message after the admin fixed the cause posts the chat's Task: its earlier failure is
+    settled, so the outbox no longer reports a failure that the CRM no longer has."""
+    _two_chats_one_failed(platform, runtime, crm)
+    platform.post("chat.message", {"chat": {"id": "1"}, "message": {
+        "id": "late", "sender": "consumer", "text": "one more thing", "sent_at": "2026-11-21T17:03:40Z"}})
+    make_worker(runtime).run_once()
+    assert len(tasks(crm, "1")) == 1
+    assert client.get("/api/admin/outbox", headers=admin_headers()).json == {"pending": 0, "failed": 0, "done": 3}
+    assert client.get("/api/admin/outbox/items?status=failed", headers=admin_headers()).json["items"] == []

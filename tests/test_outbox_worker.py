@@ -457,3 +457,59 @@ def test_chat_logs_cut_short_by_the_shutdown_are_given_back_without_an_error(pla
     worker.stop()
     assert {r["status"] for r in outbox_rows(runtime)} == {"pending"}
     assert all(len(tasks(crm, chat_id)) == 1 for chat_id in chat_ids)  # written once; the next start updates it
+
+
+class _RefusesSearches(FlakyCRM):
+    """Searches fail `retryable` times (chat.started's, then the outbox's), then the CRM refuses them
+    (an object the org will not search) until `refusing` is cleared."""
+
+    def __init__(self, inner, retryable=0):
+        super().__init__(inner, RuntimeError, failures=0)
+        self.retryable, self.refusing = retryable, True
+
+    def find_by_phone(self, *args, **kwargs):
+        if self.retryable:
+            self.retryable -= 1
+            raise RetryableCRMError("Service Unavailable", status=503)
+        if self.refusing:
+            raise CRMRejected("sObject type 'Lead' is not supported", code="INVALID_TYPE", status=400)
+        return self.inner.find_by_phone(*args, **kwargs)
+
+
+@pytest.mark.parametrize("retryable", [0, 2], ids=["refused-at-once", "refused-after-a-retry"])
+def test_an_ended_chat_whose_match_the_crm_refuses_shows_failed_until_the_retry_posts_it(platform, runtime, crm,
+                                                                                      retryable):
+    """The chat log waits for the match; a refused match waits for the admin, so its chat is failed
+    with the CRM's error, not pending for ever. Re-queued, it is pending again, then posted."""
+    from crmconnector.sync.worker import retry_failed
+
+    refusing = _RefusesSearches(crm, retryable)
+    use_crm(runtime, refusing)
+    platform.start_chat()
+    platform.post("chat.ended", ended(60))
+    clock = Clock()
+    _drain(runtime, make_worker(runtime, clock), clock)
+    error = "INVALID_TYPE: sObject type 'Lead' is not supported"
+    assert _crm_status(runtime) == ("failed", error, "pending")
+    refusing.refusing = False
+    assert retry_failed(runtime.engine) == 1
+    assert _crm_status(runtime) == ("pending", None, "pending")
+    _drain(runtime, make_worker(runtime, clock), clock)
+    assert len(tasks(crm)) == 1
+    assert _crm_status(runtime) == ("posted", None, "none")
+
+
+def test_a_late_message_does_not_cut_short_a_backoff_after_a_crm_error(platform, runtime, crm):
+    platform.start_chat()
+    platform.post("chat.ended", ended(60))
+    use_crm(runtime, FlakyCRM(crm, lambda: RetryableCRMError("Service Unavailable", status=503), failures=1))
+    clock = Clock()
+    worker = make_worker(runtime, clock)
+    assert worker.run_once() == 1
+    platform.post("chat.message", {"chat": {"id": "2415"}, "message": {
+        "id": "late", "sender": "consumer", "text": "one more thing", "sent_at": "2026-11-21T17:03:40Z"}})
+    assert worker.run_once() == 0  # the CRM asked for a pause: the late message waits with the item
+    clock.advance(700)
+    assert worker.run_once() == 1
+    [task] = tasks(crm)
+    assert "one more thing" in task.fields["Description"]

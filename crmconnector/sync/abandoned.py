@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from sqlalchemy import Engine, String, Text, bindparam, func, select
+from sqlalchemy import Engine, Integer, String, Text, bindparam, case, func, select
 
 from crmconnector.crm.base import CRMBackend
 from crmconnector.crm.errors import CRMAuthError, CRMRejected, RetryableCRMError
@@ -156,11 +156,18 @@ def _qualifying(engine: Engine, mode: str, calls: list[dict[str, Any]], result: 
     if skipped:
         reason = "abandoned-call tickets are off" if mode == "off" else "no wait-time SMS messages"
         with engine.begin() as conn:
-            conn.execute(abandoned_calls.update().where(abandoned_calls.c.id.in_(skipped),
-                                                        abandoned_calls.c.status == "new")
-                         .values(status="skipped", error=reason))
-        result.skipped += len(skipped)
+            result.skipped += conn.execute(abandoned_calls.update().where(
+                abandoned_calls.c.id.in_(skipped), abandoned_calls.c.status == "new", *_still_unqualified(mode))
+                .values(status="skipped", error=reason)).rowcount
     return [c for c in calls if qualifies(mode, c)]
+
+
+def _still_unqualified(mode: str) -> tuple[Any, ...]:
+    """with_sms: the call still has no message as the skip is written. A message that arrived since the
+    call was read leaves it new, for the next run to ticket, instead of skipped behind its event's back."""
+    if mode != "with_sms":
+        return ()
+    return (func.json_array_length(abandoned_calls.c.sms_messages) == 0,)
 
 
 @dataclass
@@ -176,7 +183,7 @@ class _Batch:
     keep_lease: Callable[[], None]  # renews the job's lease (downloads can take a while)
 
     def __post_init__(self) -> None:
-        self._done: list[tuple[str, str]] = []
+        self._done: list[tuple[Mapping[str, Any], str]] = []
         self._failures: list[tuple[str, str]] = []
 
     def run(self, calls: Sequence[dict[str, Any]]) -> None:
@@ -191,8 +198,8 @@ class _Batch:
         existing = self._existing([subjects[c["id"]] for c in calls if c["attempted_at"] is not None])
         todo = []
         for call in calls:
-            if subjects[call["id"]] in existing and not _has_media(call):
-                self._record_case(call["id"], existing[subjects[call["id"]]], created=False)
+            if subjects[call["id"]] in existing and not _has_media(call) and not call["case_id"]:
+                self._record_case(call, existing[subjects[call["id"]]], created=False)
             else:
                 todo.append(call)
         if not todo:
@@ -202,9 +209,13 @@ class _Batch:
             self._record_failure(call_id, error)
         todo = [c for c in todo if c["id"] not in unmatched]
         self._mark_attempted([c["id"] for c in todo if c["attempted_at"] is None])
-        self._create([c for c in todo if not _has_media(c)], matches)
+        # upsert_with_files finds an existing Case itself, updates it and adds missing files: the path for
+        # media, and for a Case whose call got messages after it was sent (its row has the Case's id).
+        def by_upsert(call: Mapping[str, Any]) -> bool:
+            return _has_media(call) or subjects[call["id"]] in existing
+        self._create([c for c in todo if not by_upsert(c)], matches)
         for call in todo:
-            if _has_media(call):  # upsert_with_files finds an existing Case itself and adds missing files
+            if by_upsert(call):
                 self._upsert_with_media(call, matches.get(call["caller_number"]),
                                         created=subjects[call["id"]] not in existing)
 
@@ -257,7 +268,7 @@ class _Batch:
             return
         for call, outcome in zip(calls, results):
             if outcome.id:
-                self._record_case(call["id"], outcome.id, created=True)
+                self._record_case(call, outcome.id, created=True)
             elif outcome.retryable:
                 self.result.retried.append((call["id"], outcome.error or "try again later"))
             else:
@@ -271,10 +282,10 @@ class _Batch:
         except CRMRejected as exc:
             self._record_failure(call["id"], str(exc))
             return
-        self._record_case(call["id"], outcome.id, created=outcome.created and created)
+        self._record_case(call, outcome.id, created=outcome.created and created)
 
-    def _record_case(self, call_id: str, case_id: str, *, created: bool) -> None:
-        self._done.append((call_id, case_id))
+    def _record_case(self, call: Mapping[str, Any], case_id: str, *, created: bool) -> None:
+        self._done.append((call, case_id))
         if created:
             self.result.created += 1
         else:
@@ -285,16 +296,20 @@ class _Batch:
         self.result.rejected.append((call_id, error))
 
     def _flush(self) -> None:
-        """Write the batch's outcomes in one transaction."""
+        """Write the batch's outcomes in one transaction. A call whose messages grew while its Case was
+        sent keeps the Case's id but stays new: the next run writes the new messages into that Case."""
         if not (self._done or self._failures):
             return
         key, case_id, error = (bindparam("key", type_=String), bindparam("new_case_id", type_=String),
                                bindparam("err", type_=Text))
+        unchanged = func.json_array_length(abandoned_calls.c.sms_messages) == bindparam("sent", type_=Integer)
         with self.engine.begin() as conn:
             if self._done:
                 conn.execute(abandoned_calls.update().where(abandoned_calls.c.id == key)
-                             .values(status="ticketed", case_id=case_id, error=None),
-                             [{"key": c, "new_case_id": k} for c, k in self._done])
+                             .values(status=case((unchanged, "ticketed"), else_=abandoned_calls.c.status),
+                                     case_id=case_id, error=None),
+                             [{"key": c["id"], "new_case_id": k, "sent": len(c.get("sms_messages") or [])}
+                              for c, k in self._done])
             if self._failures:
                 conn.execute(abandoned_calls.update().where(abandoned_calls.c.id == key)
                              .values(status="failed", error=error),

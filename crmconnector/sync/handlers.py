@@ -22,7 +22,8 @@ from crmconnector.store import chat_media, chats, reading, utcnow
 from crmconnector.crm.base import FileUpload, UpsertResult
 from crmconnector.crm.objects import OPT_OUT_OBJECTS
 from crmconnector.sync.chatlog import MediaFetcher, MediaOutcome, RenderedTask, gather_media, render
-from crmconnector.sync.outbox import enqueue, queue_chat_log, record_posted_at_once, set_crm_status
+from crmconnector.sync.outbox import (enqueue, failed_match, queue_chat_log, record_posted_at_once,
+                                      set_crm_status, settle_failed)
 from crmconnector.sync.worker import Done, Item, finish_done
 
 if TYPE_CHECKING:
@@ -41,11 +42,12 @@ def chat_log(worker: "Worker", item: Item) -> None:
         state = chatstate.load(conn, item.key)
     waiting = _not_ready(state)
     if waiting:
-        _finish(worker, item, waiting)
+        worker.write(lambda conn: _finish_waiting(conn, item, waiting))
+        raise Done
     assert state is not None
     done = _post_task(worker, item, state)
     changed = record_posted_at_once(worker.engine, {state.id: done.task_id})
-    worker.write(lambda conn: _record_posted(conn, done, changed))
+    worker.write(lambda conn: _record_all_posted(conn, [done], changed))
     worker.notify()
     raise Done
 
@@ -79,10 +81,9 @@ def chat_logs(worker: "Worker", items: Sequence[Item]) -> None:
     changed = record_posted_at_once(worker.engine, {done.state.id: done.task_id for done in posted})
 
     def record(conn: Any) -> None:
-        for done in posted:
-            _record_posted(conn, done, changed)
+        _record_all_posted(conn, posted, changed)
         for item, note in waiting:
-            finish_done(conn, item, note)
+            _finish_waiting(conn, item, note)
     worker.write(record)
     worker.notify()
     for _ in range(len(posted) + len(waiting)):
@@ -129,14 +130,26 @@ class _Posted:
     retry_at: datetime | None
 
 
+WAITING_FOR_MATCH = "waiting for the match"
+
+
 def _not_ready(state: chatstate.ChatState | None) -> str | None:
     """Why the chat's Task cannot be written yet (the event that completes it enqueues it again)."""
     chat = state.chat if state else {}
     if state is None or not chat.get("started") or chat.get("ended_at") is None:
         return "waiting for the chat's start and end"
     if chat.get("match_outcome") == "pending":
-        return "waiting for the match"
+        return WAITING_FOR_MATCH
     return None
+
+
+def _finish_waiting(conn: Any, item: Item, note: str) -> None:
+    """Finish a chat log that is not ready; when it waits for a match the CRM refused, that waits for
+    the admin, and the chat's CRM status says failed with the CRM's error rather than pending."""
+    finish_done(conn, item, note)
+    error = failed_match(conn, item.key) if note == WAITING_FOR_MATCH else None
+    if error is not None:
+        set_crm_status(conn, item.key, "failed", error=error)
 
 
 def _render_task(worker: "Worker", item: Item, state: chatstate.ChatState) -> _Rendered:
@@ -152,6 +165,13 @@ def _post_task(worker: "Worker", item: Item, state: chatstate.ChatState) -> _Pos
     job = _render_task(worker, item, state)
     result = worker.crm.upsert_with_files("Task", "CallObject", job.task.fields, job.task.files)
     return job.posted(result, worker.clock())
+
+
+def _record_all_posted(conn: Any, posted: Sequence[_Posted], changed: set[str] | None) -> None:
+    """In the finishing transaction: each posted chat log (below), and the earlier failures they settle."""
+    for done in posted:
+        _record_posted(conn, done, changed)
+    settle_failed(conn, [done.state.id for done in posted])
 
 
 def _record_posted(conn: Any, done: _Posted, changed: set[str] | None) -> None:
@@ -246,7 +266,7 @@ def opt_out(worker: "Worker", item: Item) -> None:
         if chat is not None and chat.linked_id and chat.linked_object in OPT_OUT_OBJECTS:
             carried, choice = True, optout.latest_choice_for(conn, chat.linked_object, chat.linked_id)
     if chat is None or chat.match_outcome == "pending":
-        _finish(worker, item, "waiting for the match")
+        _finish(worker, item, WAITING_FOR_MATCH)
     assert chat is not None
     if not carried:
         _finish(worker, item, "no linked Contact or Lead to carry the opt-out")

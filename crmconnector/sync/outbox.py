@@ -4,9 +4,9 @@ from __future__ import annotations
 import functools
 import logging
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-from sqlalchemy import Connection, Engine, bindparam, column, exists, func, select, values
+from sqlalchemy import Connection, Engine, bindparam, column, exists, func, literal, select, values
 from sqlalchemy.exc import DBAPIError
 
 from crmconnector import console
@@ -43,9 +43,20 @@ def enqueue(conn: Connection, kind: str, key: str, due_at: datetime | None = Non
         wake_after_commit(conn, "outbox")
 
 
+# A render asked for now does not wait behind one scheduled for later (a media retry minutes ahead):
+# that item falls due now. An item backing off after a CRM error (it has a last_error) keeps its wait.
+_DUE_NOW = bindparam("now", type_=outbox.c.due_at.type)
+_HASTEN = DriverStatement(outbox.update().where(
+    outbox.c.kind == "chat_log", outbox.c.key == bindparam("chat"), outbox.c.status == "pending",
+    outbox.c.due_at > _DUE_NOW, outbox.c.last_error.is_(None)).values(due_at=_DUE_NOW, updated_at=_DUE_NOW))
+
+
 def queue_chat_log(conn: Connection, chat_id: str) -> None:
-    """(Re-)render the chat's one Task from its current state; until then its CRM status is pending."""
+    """(Re-)render the chat's one Task from its current state, now; until then its CRM status is pending."""
     enqueue(conn, "chat_log", chat_id)
+    hastened = run_or_hold(conn, _HASTEN, {"chat": chat_id, "now": utcnow()})
+    if hastened:
+        wake_after_commit(conn, "outbox")
     set_crm_status(conn, chat_id, "pending")
 
 
@@ -60,6 +71,32 @@ def set_crm_status(conn: Connection, chat_id: str, status: str, *, task_id: str 
         update_chat(conn, chat_id, values)
     elif changed["agent_email"]:
         console.publish(conn, changed["agent_email"], chat_id, "status", {"chat_id": chat_id})
+
+
+def blocks_chat_log(conn: Connection, kind: str, chat_id: str) -> bool:
+    """True when a failed item of `kind` keeps the chat's log from the CRM: its own, or its match's
+    once the chat has ended (the chat log waits for the match, and a refused match for the admin)."""
+    if kind == "chat_log":
+        return True
+    return kind == "match" and conn.execute(
+        select(chats.c.ended_at).where(chats.c.id == chat_id)).scalar() is not None
+
+
+def failed_match(conn: Connection, chat_id: str) -> str | None:
+    """The CRM's error when the chat's latest match item failed for good, else None."""
+    latest = conn.execute(select(outbox.c.status, outbox.c.last_error).where(
+        outbox.c.kind == "match", outbox.c.key == chat_id).order_by(outbox.c.id.desc()).limit(1)).first()
+    return latest.last_error if latest is not None and latest.status == "failed" else None
+
+
+def settle_failed(conn: Connection, chat_ids: Sequence[str]) -> None:
+    """The chats' failed chat-log items are done once a later render posted their Tasks: the CRM
+    no longer holds the failure the admin would see (the error stays in the item's note)."""
+    if chat_ids:
+        conn.execute(outbox.update().where(outbox.c.kind == "chat_log", outbox.c.key.in_(chat_ids),
+                                           outbox.c.status == "failed").values(
+            status="done", last_error=literal("posted later; it had failed: ") + outbox.c.last_error,
+            updated_at=utcnow()))
 
 
 @functools.cache

@@ -30,7 +30,7 @@ from crmconnector.driver_sql import DriverStatement, in_numbered, numbered
 from crmconnector.store import outbox, reading, run_or_hold, utcnow
 from crmconnector.sync.chatlog import MediaFetcher
 from crmconnector.sync.claimline import ClaimLine
-from crmconnector.sync.outbox import set_crm_status
+from crmconnector.sync.outbox import blocks_chat_log, set_crm_status
 from crmconnector.sync.retry import DEFAULT_POLICY, RetryPolicy
 
 if TYPE_CHECKING:
@@ -365,7 +365,8 @@ class Worker:
             values = {"status": "pending", "due_at": due}
 
         def record(conn: Connection) -> None:
-            if release(conn, item, last_error=message[:4000], **values) and final and item.kind == "chat_log":
+            if release(conn, item, last_error=message[:4000], **values) and final and blocks_chat_log(
+                    conn, item.kind, item.key):
                 set_crm_status(conn, item.key, "failed", error=message[:4000])
         self.write(record)
         OUTBOX_DONE.labels(item.kind, "failed" if final else "retry").inc()
@@ -471,7 +472,7 @@ def _requeue(conn: Connection, condition: Any) -> int:
     result = conn.execute(outbox.update().where(condition).values(
         status="pending", due_at=now, attempts=0, claimed_by=None, claimed_until=None, updated_at=now))
     for kind, key in keys:
-        if kind == "chat_log":
+        if blocks_chat_log(conn, kind, key):
             set_crm_status(conn, key, "pending")
     return result.rowcount
 

@@ -154,3 +154,25 @@ def test_media_retries_stop_when_the_window_has_closed() -> None:
         MEDIA_RETRY_DELAY
     assert media_retry_at(passing, ended, ended + MEDIA_RETRY_WINDOW + timedelta(seconds=1)) is None
     assert media_retry_at(refused, ended, ended + timedelta(minutes=1)) is None
+
+
+def test_a_late_message_is_posted_at_once_while_a_picture_waits_for_its_retry(
+        platform: Any, runtime: Any, crm: Any) -> None:
+    """A media retry is scheduled minutes ahead; a late message (or a re-link) asks for the chat log
+    now, and does not wait behind it."""
+    from datetime import datetime, timezone
+
+    def host_times_out(chat_id: str, message_id: str, position: int, item: Any) -> Any:
+        raise TimeoutError("the media host did not answer")
+
+    ended_at = datetime.now(timezone.utc).replace(microsecond=0)
+    _chat(platform, [{"url": "https://cdn.test/fence.jpg", "content_type": "image/jpeg", "filename": "fence.jpg"}])
+    late_end = {"id": "77", "ended_at": ended_at.isoformat(), "disconnected_by": "consumer"}
+    assert platform.post("chat.ended", {"chat": late_end}).status_code == 202
+    worker = Worker(runtime.engine, runtime.crm, runtime.settings, fetch_media=host_times_out)
+    assert worker.run_once() == 1
+    assert "fence.jpg (download failed)" in _task(crm).fields["Description"]
+    late = {"id": "m2", "sender": "consumer", "text": "One more thing", "sent_at": "2026-11-21T17:08:00Z"}
+    assert platform.post("chat.message", {"chat": {"id": "77"}, "message": late}).status_code == 200
+    assert worker.run_once() == 1
+    assert "Consumer: One more thing" in _task(crm).fields["Description"]
