@@ -100,3 +100,23 @@ def test_created_records_comes_with_0004_and_goes_with_its_downgrade(database_ur
         assert columns["record_id"]["nullable"] and not columns["claimed_at"]["nullable"]
         assert inspect(conn).get_pk_constraint("created_records")["constrained_columns"] == ["chat_id"]
     engine.dispose()
+
+
+def test_end_reported_at_comes_with_0005_and_goes_with_its_downgrade(database_url):
+    from alembic import command
+
+    engine = make_engine(database_url)
+    migrate(engine)
+    with engine.connect() as conn:
+        cfg = migrations.config(engine)
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0004")
+        conn.commit()
+        assert "end_reported_at" not in {c["name"] for c in inspect(conn).get_columns("chats")}
+        assert "created_records" in inspect(conn).get_table_names()
+        assert MigrationContext.configure(conn).get_current_revision() == "0004"
+    migrate(engine)
+    with engine.connect() as conn:
+        assert "end_reported_at" in {c["name"] for c in inspect(conn).get_columns("chats")}
+        assert MigrationContext.configure(conn).get_current_revision() == "0005"
+    engine.dispose()
