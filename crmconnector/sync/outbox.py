@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Engine, bindparam, column, exists, func, lite
 from sqlalchemy.exc import DBAPIError
 
 from crmconnector import console
-from crmconnector.driver_sql import DriverStatement
+from crmconnector.driver_sql import DriverStatement, in_numbered, numbered
 from crmconnector.store import (chats, outbox, run_or_hold, single_statement_write, update_chat, utcnow,
                                 wake_after_commit)
 
@@ -91,12 +91,18 @@ def failed_match(conn: Connection, chat_id: str) -> str | None:
 
 def settle_failed(conn: Connection, chat_ids: Sequence[str]) -> None:
     """The chats' failed chat-log items are done once a later render posted their Tasks: the CRM
-    no longer holds the failure the admin would see (the error stays in the item's note)."""
+    no longer holds the failure the admin would see (the error stays in the item's note). Held for the
+    end of the writer's batch: it runs with every chat-log finish and nothing reads it back."""
     if chat_ids:
-        conn.execute(outbox.update().where(outbox.c.kind == "chat_log", outbox.c.key.in_(chat_ids),
-                                           outbox.c.status == "failed").values(
-            status="done", last_error=literal("posted later; it had failed: ") + outbox.c.last_error,
-            updated_at=utcnow()))
+        run_or_hold(conn, _settle_failed(len(chat_ids)), {**numbered("chat", chat_ids), "now": utcnow()})
+
+
+@functools.cache
+def _settle_failed(count: int) -> DriverStatement:
+    return DriverStatement(outbox.update().where(
+        outbox.c.kind == "chat_log", in_numbered(outbox.c.key, "chat", count), outbox.c.status == "failed")
+        .values(status="done", last_error=literal("posted later; it had failed: ") + outbox.c.last_error,
+                updated_at=bindparam("now", type_=outbox.c.updated_at.type)))
 
 
 @functools.cache
