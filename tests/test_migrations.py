@@ -1,6 +1,8 @@
 """Migrations: a fresh database gets exactly the schema the code declares, and upgrading keeps data."""
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -81,7 +83,8 @@ def test_on_sqlite_a_second_process_waits_for_the_first_ones_migration(tmp_path)
     assert done.is_set() and "chats" in inspect(engine).get_table_names()
 
 
-def test_created_records_comes_with_0004_and_goes_with_its_downgrade(database_url):
+def _downgraded_to(database_url: str, revision: str) -> Any:
+    """The engine of a migrated database taken back down to `revision`."""
     from alembic import command
 
     engine = make_engine(database_url)
@@ -89,10 +92,16 @@ def test_created_records_comes_with_0004_and_goes_with_its_downgrade(database_ur
     with engine.connect() as conn:
         cfg = migrations.config(engine)
         cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0003")
+        command.downgrade(cfg, revision)
         conn.commit()
-        assert "created_records" not in inspect(conn).get_table_names()
-        assert MigrationContext.configure(conn).get_current_revision() == "0003"
+        assert MigrationContext.configure(conn).get_current_revision() == revision
+    return engine
+
+
+def test_created_records_comes_with_0004_and_goes_with_its_downgrade(database_url):
+    engine = _downgraded_to(database_url, "0003")
+    schema = inspect(engine)
+    assert "created_records" not in schema.get_table_names()
     migrate(engine)
     with engine.connect() as conn:
         columns = {c["name"]: c for c in inspect(conn).get_columns("created_records")}
@@ -103,18 +112,10 @@ def test_created_records_comes_with_0004_and_goes_with_its_downgrade(database_ur
 
 
 def test_end_reported_at_comes_with_0005_and_goes_with_its_downgrade(database_url):
-    from alembic import command
-
-    engine = make_engine(database_url)
-    migrate(engine)
-    with engine.connect() as conn:
-        cfg = migrations.config(engine)
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0004")
-        conn.commit()
-        assert "end_reported_at" not in {c["name"] for c in inspect(conn).get_columns("chats")}
-        assert "created_records" in inspect(conn).get_table_names()
-        assert MigrationContext.configure(conn).get_current_revision() == "0004"
+    engine = _downgraded_to(database_url, "0004")
+    schema = inspect(engine)
+    assert "end_reported_at" not in {c["name"] for c in schema.get_columns("chats")}
+    assert "created_records" in schema.get_table_names()
     migrate(engine)
     with engine.connect() as conn:
         assert "end_reported_at" in {c["name"] for c in inspect(conn).get_columns("chats")}
