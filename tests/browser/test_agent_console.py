@@ -168,6 +168,22 @@ def test_no_match_the_form_creates_and_links_the_record(page: Any, live: LiveSer
     assert page.locator(".linked-name").inner_text() == "Becky Thatcher"
 
 
+def test_a_double_submit_of_the_new_record_form_creates_one_record(page: Any, live: LiveServer) -> None:
+    """A double click (or Enter pressed twice) before the first answer came back sends one create."""
+    sign_in(page, live, TOM)
+    assign_chat(live, "2422", TOM)
+    form = page.get_by_role("form", name="New Contact")
+    form.wait_for()
+    form.get_by_label("LastName *").fill("Harper")
+    form.get_by_label("Email").fill("joe.harper@example.com")
+    page.evaluate("""() => { const form = document.querySelector("form.record-form");
+                             form.requestSubmit(); form.requestSubmit(); }""")
+    page.get_by_text("Contact created and linked.").wait_for()
+    records = live.crm.find("Contact", "Email", ["joe.harper@example.com"])
+    assert len(records) == 1
+    assert linked(live, "2422") == ("Contact", records[0].id)
+
+
 def test_a_chat_assigned_to_another_agent_never_appears(page: Any, live: LiveServer) -> None:
     sign_in(page, live, TOM)
     assign_chat(live, "900", HUCK, "+14155550199")

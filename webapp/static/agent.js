@@ -15,6 +15,7 @@
   var retryDelay = 1000;
   var bannerTimer = null;
   var notices = {};          // chat id -> {text, bad}
+  var creating = {};         // chat id -> true while its new record is being created: one create per click
 
   var listEl = document.getElementById("chat-list");
   var detailEl = document.getElementById("chat-detail");
@@ -177,19 +178,28 @@
       form.appendChild(h("label", {"for": id, text: f.name + (f.required ? " *" : "")}));
       form.appendChild(h("input", {id: id, name: f.name, value: f.value, required: f.required}));
     });
-    form.appendChild(h("button", {type: "submit", text: "Create " + nr.object + " and link"}));
+    form.appendChild(h("button", {type: "submit", text: "Create " + nr.object + " and link",
+                                  disabled: !!creating[chat.id]}));
     form.addEventListener("submit", function (event) {
       event.preventDefault();
+      if (creating[chat.id]) { return; }  // a double click (or Enter twice) must not create two records
+      creating[chat.id] = true;
+      form.querySelector("button[type=submit]").disabled = true;
       var fields = {};
       nr.fields.forEach(function (f) { fields[f.name] = form.elements[f.name].value; });
       notices[chat.id] = {text: "Creating…", bad: false};
       post(ROOT + "/api/agent/chats/" + encodeURIComponent(chat.id) + "/records", {object: nr.object, fields: fields})
         .then(function (data) {
+          delete creating[chat.id];
           if (data.chat) { take(chat.id, data.chat, data.chat.version); }
           notices[chat.id] = {text: nr.object + " created" + (data.linked ? " and linked." : "."), bad: false};
           render();
         })
-        .catch(function (err) { notices[chat.id] = {text: "Not created: " + err.message, bad: true}; renderDetail(); });
+        .catch(function (err) {
+          delete creating[chat.id];
+          notices[chat.id] = {text: "Not created: " + err.message, bad: true};
+          renderDetail();
+        });
     });
     return h("div", {}, h("p", {text: "No record matches this number. Create one:"}), form);
   }
